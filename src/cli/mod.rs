@@ -1,0 +1,71 @@
+//! The command line: clap definitions apart from the code that acts on them, and one
+//! `Printer` through which every user-facing line goes.
+
+mod image;
+mod printer;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use printer::{OutputFormat, Printer};
+
+/// Docker's convention: the runtime itself failed.
+pub const EXIT_PETRI_FAILED: i32 = 125;
+
+#[derive(Debug, Parser)]
+#[command(name = "petri", version, about = "Run Beam-style pods and Beaker-style experiments on one Linux machine, offline")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// Show debug logs on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where images, datasets, state and logs live.
+    #[arg(long, global = true, env = "PETRI_ROOT", default_value = "/var/lib/petri")]
+    pub root: PathBuf,
+    /// Machine-readable JSON on stdout (same as --format json).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Output format.
+    #[arg(long, global = true, value_enum)]
+    pub format: Option<OutputFormat>,
+    /// Print only what was asked for (ids, names), no progress or notes.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage images: load, list, inspect, remove.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+}
+
+pub fn init_tracing(verbose: bool) {
+    let default = if verbose { "petri=debug" } else { "petri=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PETRI_LOG").unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let format = match (cli.global.json, cli.global.format) {
+        (true, _) => OutputFormat::Json,
+        (false, f) => f.unwrap_or(OutputFormat::Text),
+    };
+    let printer = Printer::new(format, cli.global.quiet);
+    match cli.command {
+        Command::Image(cmd) => image::run(cmd, &cli.global.root, &printer),
+    }
+}

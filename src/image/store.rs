@@ -1,0 +1,605 @@
+//! The image store under `--root`: content-addressed blobs, one unpacked directory per
+//! layer keyed by ChainID and shared by every image that has it, and a catalog of images
+//! and their names.
+//!
+//! ```text
+//! ROOT/blobs/sha256/HEX        manifests and configs, verified, written once
+//! ROOT/layers/CHAINHEX/diff/   a layer in overlayfs form (the unit an overlay stacks)
+//! ROOT/layers/CHAINHEX/layer.json
+//! ROOT/catalog.json            images by manifest digest, and names -> digest
+//! ROOT/tmp/                    staging; nothing here is ever read as a result
+//! ROOT/locks/                  flock files
+//! ```
+//!
+//! Several petri processes may use one root at once. Everything becomes visible by an
+//! atomic rename from `tmp/`, so a half-written blob or layer is never seen; a per-layer
+//! lock makes the second loader of a layer wait and reuse the first one's work; the
+//! catalog is read-modified-written under its own lock; loads hold `store.lock` shared and
+//! `image rm` holds it exclusively, so garbage collection never removes a layer that a
+//! load in flight is about to reference.
+//!
+//! Compressed layer blobs are not kept: the unpacked directory is what petri runs, and
+//! keeping both would double the disk used. The manifest still records their digests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::digest::Digest;
+use super::layer::{self, LayerError};
+use super::lock::FileLock;
+use super::oci::{media, Descriptor, ImageConfig, Manifest, Platform};
+use super::reference::{ImageRef, Reference, ReferenceError};
+use super::source::{ResolvedImage, Source, SourceError, SourceLayer};
+use super::unpack::UnpackOptions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("layer {layer} of {source_path}: {error}")]
+    Layer {
+        layer: String,
+        source_path: PathBuf,
+        #[source]
+        error: LayerError,
+    },
+    #[error("no such image: {0}")]
+    NotFound(String),
+    #[error("{0:?} matches several images; use more of the digest")]
+    Ambiguous(String),
+    #[error("{path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+/// One image in the store, keyed by its manifest digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    pub digest: Digest,
+    pub config_digest: Digest,
+    pub platform: String,
+    #[serde(default)]
+    pub created: Option<String>,
+    pub loaded_at: String,
+    pub layers: Vec<LayerRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub chain_id: Digest,
+    pub diff_size: u64,
+}
+
+impl ImageRecord {
+    /// Uncompressed size of all layers, as `docker images` reports it.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.diff_size).sum()
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Catalog {
+    images: BTreeMap<Digest, ImageRecord>,
+    /// Canonical name ("docker.io/library/busybox:latest") -> manifest digest.
+    tags: BTreeMap<String, Digest>,
+}
+
+impl Catalog {
+    fn names_of(&self, digest: &Digest) -> Vec<Reference> {
+        self.tags
+            .iter()
+            .filter(|(_, d)| *d == digest)
+            .filter_map(|(n, _)| n.parse().ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LayerMeta {
+    chain_id: Digest,
+    diff_id: Digest,
+    diff_size: u64,
+    entries: u64,
+}
+
+/// What `load` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Loaded {
+    pub image: ImageRecord,
+    pub names: Vec<Reference>,
+    pub layers_unpacked: usize,
+    pub layers_reused: usize,
+}
+
+/// What `remove` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Removed {
+    pub untagged: Vec<String>,
+    pub deleted: Vec<Digest>,
+    pub layers_deleted: usize,
+}
+
+pub struct Store {
+    root: PathBuf,
+    unpack: UnpackOptions,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for sub in ["blobs/sha256", "tmp", "locks"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+        }
+        // Layers hold the images' setuid binaries and device nodes: only root may reach them.
+        let layers = root.join("layers");
+        match fs::create_dir(&layers) {
+            Ok(()) => {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&layers, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io_err("chmod", &layers, e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create directory", &layers, e)),
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            unpack: UnpackOptions::for_current_user(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory holding a layer's files, to be stacked as an overlay lowerdir.
+    pub fn layer_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(chain_id.hex()).join("diff")
+    }
+
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Loads the image `tag` (or the only one) of `source` for `platform`, naming it
+    /// `names` (or the names the source gives).
+    pub fn load(
+        &self,
+        source: &Source,
+        tag: Option<&str>,
+        names: Option<Vec<Reference>>,
+        platform: &Platform,
+    ) -> Result<Loaded, StoreError> {
+        let _store = self.lock_for_load()?;
+        let resolved = source.resolve(tag, platform)?;
+        let chain = Digest::chain_ids(&resolved.config.rootfs.diff_ids);
+        let results = self.ensure_layers(source, &resolved.layers, &chain)?;
+        let layers_unpacked = results.iter().filter(|(_, fresh)| *fresh).count();
+        let layers: Vec<LayerRecord> = resolved
+            .layers
+            .iter()
+            .zip(&chain)
+            .zip(&results)
+            .map(|((l, chain_id), (diff_size, _))| layer_record(l, chain_id, *diff_size))
+            .collect();
+        let (digest, manifest_bytes) = match &resolved.manifest {
+            Some((d, bytes)) => (d.clone(), bytes.clone()),
+            None => synthesize_manifest(&resolved, &layers)?,
+        };
+        self.write_blob(&digest, &manifest_bytes)?;
+        self.write_blob(&resolved.config_digest, &resolved.config_bytes)?;
+        let cfg = &resolved.config;
+        let image = ImageRecord {
+            digest: digest.clone(),
+            config_digest: resolved.config_digest.clone(),
+            platform: Platform {
+                os: cfg.os.clone(),
+                architecture: cfg.architecture.clone(),
+                variant: cfg.variant.clone(),
+            }
+            .to_string(),
+            created: cfg.created.clone(),
+            loaded_at: now_rfc3339(),
+            layers,
+        };
+        let names = names.unwrap_or(resolved.names);
+        self.update_catalog(|c| {
+            c.images.entry(digest.clone()).or_insert_with(|| image.clone());
+            for n in &names {
+                c.tags.insert(n.canonical(), digest.clone());
+            }
+        })?;
+        Ok(Loaded {
+            layers_reused: image.layers.len() - layers_unpacked,
+            image,
+            names,
+            layers_unpacked,
+        })
+    }
+
+    /// Takes the store lock shared; clears `tmp/` first when no other process is using
+    /// the store (leftovers of a killed petri).
+    fn lock_for_load(&self) -> Result<FileLock, StoreError> {
+        let path = self.root.join("locks/store.lock");
+        let lock_err = |e| io_err("lock", &path, e);
+        match FileLock::try_exclusive(&path).map_err(lock_err)? {
+            Some(lock) => {
+                self.clear_scratch()?;
+                lock.downgrade().map_err(lock_err)?;
+                Ok(lock)
+            }
+            None => FileLock::shared(&path).map_err(lock_err),
+        }
+    }
+
+    /// Makes sure every layer is unpacked; returns (diff size, unpacked now) per layer.
+    /// Layers unpack side by side, as many at once as there are cores.
+    fn ensure_layers(&self, source: &Source, layers: &[SourceLayer], chain: &[Digest]) -> Result<Vec<(u64, bool)>, StoreError> {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(layers.len());
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Vec<Mutex<Option<Result<(u64, bool), StoreError>>>> = layers.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= layers.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = self.ensure_layer(source, &layers[i], &chain[i]);
+                    failed.fetch_or(r.is_err(), Ordering::Relaxed);
+                    *results[i].lock().expect("result slot") = Some(r);
+                });
+            }
+        });
+        let mut out = Vec::with_capacity(layers.len());
+        let mut first_error = None;
+        for slot in results {
+            match slot.into_inner().expect("result slot") {
+                Some(Ok(r)) => out.push(r),
+                Some(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                None => {}
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn ensure_layer(&self, source: &Source, layer: &SourceLayer, chain_id: &Digest) -> Result<(u64, bool), StoreError> {
+        let dir = self.root.join("layers").join(chain_id.hex());
+        if let Some(meta) = self.layer_meta(&dir)? {
+            return Ok((meta.diff_size, false));
+        }
+        let lock_path = self.root.join("locks").join(format!("layer-{}.lock", chain_id.hex()));
+        let _lock = FileLock::exclusive(&lock_path).map_err(|e| io_err("lock", &lock_path, e))?;
+        if let Some(meta) = self.layer_meta(&dir)? {
+            return Ok((meta.diff_size, false));
+        }
+        let scratch = self.scratch_dir();
+        let staging = tempfile::Builder::new()
+            .prefix(&format!("layer-{}-", chain_id.short()))
+            .tempdir_in(&scratch)
+            .map_err(|e| io_err("create staging directory in", &scratch, e))?;
+        let diff = staging.path().join("diff");
+        fs::create_dir(&diff).map_err(|e| io_err("create directory", &diff, e))?;
+        let layer_err = |error| StoreError::Layer {
+            layer: layer.expect.digest.as_ref().unwrap_or(&layer.expect.diff_id).to_string(),
+            source_path: source.path().to_path_buf(),
+            error,
+        };
+        let blob = source.open_layer(layer)?;
+        let outcome = layer::apply(blob, &layer.expect, &diff, self.unpack).map_err(layer_err)?;
+        let meta = LayerMeta {
+            chain_id: chain_id.clone(),
+            diff_id: layer.expect.diff_id.clone(),
+            diff_size: outcome.diff_size,
+            entries: outcome.stats.entries,
+        };
+        let meta_path = staging.path().join("layer.json");
+        write_json(&meta_path, &meta)?;
+        let staged = staging.keep();
+        fs::rename(&staged, &dir).map_err(|e| {
+            let _ = fs::remove_dir_all(&staged);
+            io_err("rename staged layer to", &dir, e)
+        })?;
+        Ok((outcome.diff_size, true))
+    }
+
+    fn layer_meta(&self, dir: &Path) -> Result<Option<LayerMeta>, StoreError> {
+        let path = dir.join("layer.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
+                path,
+                detail: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &path, e)),
+        }
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn write_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        self.write_atomic(&path, bytes)
+    }
+
+    /// Writes to a scratch file, flushes it to disk, and renames it into place.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let scratch = self.scratch_dir();
+        let mut tmp = tempfile::NamedTempFile::new_in(&scratch).map_err(|e| io_err("create file in", &scratch, e))?;
+        tmp.write_all(bytes).map_err(|e| io_err("write", tmp.path(), e))?;
+        tmp.as_file().sync_all().map_err(|e| io_err("sync", tmp.path(), e))?;
+        tmp.persist(path).map_err(|e| io_err("rename into", path, e.error))?;
+        Ok(())
+    }
+
+    /// Reads a stored blob back, checking it still hashes to its name.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(|e| io_err("read", &path, e))?;
+        if Digest::of(&bytes) != *digest {
+            return Err(StoreError::Corrupt {
+                path,
+                detail: "blob does not match its digest".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub fn config(&self, image: &ImageRecord) -> Result<ImageConfig, StoreError> {
+        let bytes = self.read_blob(&image.config_digest)?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path: self.blob_path(&image.config_digest),
+            detail: e.to_string(),
+        })
+    }
+
+    fn read_catalog(&self) -> Result<Catalog, StoreError> {
+        let path = self.root.join("catalog.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path,
+                detail: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Catalog::default()),
+            Err(e) => Err(io_err("read", &path, e)),
+        }
+    }
+
+    fn update_catalog<T>(&self, f: impl FnOnce(&mut Catalog) -> T) -> Result<T, StoreError> {
+        let lock_path = self.root.join("locks/catalog.lock");
+        let _lock = FileLock::exclusive(&lock_path).map_err(|e| io_err("lock", &lock_path, e))?;
+        let mut catalog = self.read_catalog()?;
+        let out = f(&mut catalog);
+        let bytes = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
+        self.write_atomic(&self.root.join("catalog.json"), &bytes)?;
+        Ok(out)
+    }
+
+    /// Every image with its names, newest load first.
+    pub fn list(&self) -> Result<Vec<(ImageRecord, Vec<Reference>)>, StoreError> {
+        let catalog = self.read_catalog()?;
+        let mut out: Vec<_> = catalog
+            .images
+            .values()
+            .map(|img| (img.clone(), catalog.names_of(&img.digest)))
+            .collect();
+        out.sort_by(|a, b| b.0.loaded_at.cmp(&a.0.loaded_at));
+        Ok(out)
+    }
+
+    /// Finds an image by name, by digest, or by a digest prefix of 12+ hex characters;
+    /// a direct source (`oci:`, `oci-archive:`, `docker-archive:`) is loaded first.
+    pub fn resolve(&self, query: &str, platform: &Platform) -> Result<(ImageRecord, Vec<Reference>), StoreError> {
+        if let Some(found) = self.find(query)? {
+            return Ok(found);
+        }
+        match query.parse::<ImageRef>()? {
+            ImageRef::Named(_) => Err(StoreError::NotFound(query.into())),
+            direct => {
+                let (source, tag) = Source::open(&direct, &self.scratch_dir())?;
+                let loaded = self.load(&source, tag.as_deref(), None, platform)?;
+                Ok((loaded.image, loaded.names))
+            }
+        }
+    }
+
+    fn find(&self, query: &str) -> Result<Option<(ImageRecord, Vec<Reference>)>, StoreError> {
+        let catalog = self.read_catalog()?;
+        let hit = |d: &Digest| catalog.images.get(d).map(|img| (img.clone(), catalog.names_of(d)));
+        let prefix = query.strip_prefix("sha256:").unwrap_or(query);
+        if prefix.len() >= 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            let matches: Vec<&Digest> = catalog.images.keys().filter(|d| d.hex().starts_with(prefix)).collect();
+            match matches.as_slice() {
+                [one] => return Ok(hit(one)),
+                [] => {}
+                _ => return Err(StoreError::Ambiguous(query.into())),
+            }
+        }
+        let Ok(ImageRef::Named(r)) = query.parse::<ImageRef>() else {
+            return Ok(None);
+        };
+        let digest = match &r.digest {
+            Some(d) => Some(d.clone()),
+            None => catalog.tags.get(&r.canonical()).cloned(),
+        };
+        Ok(digest.and_then(|d| hit(&d)))
+    }
+
+    /// Removes a name; when it was the image's last name (or the image was named by
+    /// digest) the image goes too, with every blob and layer no other image uses.
+    pub fn remove(&self, query: &str) -> Result<Removed, StoreError> {
+        let store_lock = self.root.join("locks/store.lock");
+        let _store = FileLock::exclusive(&store_lock).map_err(|e| io_err("lock", &store_lock, e))?;
+        let (image, _) = self.find(query)?.ok_or_else(|| StoreError::NotFound(query.into()))?;
+        let by_name = match query.parse::<ImageRef>() {
+            Ok(ImageRef::Named(r)) if r.digest.is_none() => Some(r.canonical()),
+            _ => None,
+        };
+        let by_name = by_name.filter(|n| self.read_catalog().is_ok_and(|c| c.tags.get(n) == Some(&image.digest)));
+        let mut removed = self.update_catalog(|c| {
+            let mut removed = Removed::default();
+            let drop_names: Vec<String> = match &by_name {
+                Some(n) => vec![n.clone()],
+                None => c.tags.iter().filter(|(_, d)| **d == image.digest).map(|(n, _)| n.clone()).collect(),
+            };
+            for n in drop_names {
+                c.tags.remove(&n);
+                removed.untagged.push(n);
+            }
+            if !c.tags.values().any(|d| *d == image.digest) {
+                c.images.remove(&image.digest);
+                removed.deleted.push(image.digest.clone());
+            }
+            removed
+        })?;
+        removed.layers_deleted = self.collect_garbage()?;
+        Ok(removed)
+    }
+
+    /// Deletes blobs and layers no image refers to, and clears scratch space. Runs with
+    /// the store lock held exclusively, so no load is in flight.
+    fn collect_garbage(&self) -> Result<usize, StoreError> {
+        let catalog = self.read_catalog()?;
+        let mut blobs = BTreeSet::new();
+        let mut chains = BTreeSet::new();
+        for img in catalog.images.values() {
+            blobs.insert(img.digest.hex().to_string());
+            blobs.insert(img.config_digest.hex().to_string());
+            chains.extend(img.layers.iter().map(|l| l.chain_id.hex().to_string()));
+        }
+        for name in self.dir_names("blobs/sha256")? {
+            if !blobs.contains(&name) {
+                let path = self.root.join("blobs/sha256").join(&name);
+                fs::remove_file(&path).map_err(|e| io_err("remove", &path, e))?;
+            }
+        }
+        let mut layers_deleted = 0;
+        for name in self.dir_names("layers")? {
+            if !chains.contains(&name) {
+                // Out of sight first, so a crash mid-delete leaves no half layer behind.
+                let from = self.root.join("layers").join(&name);
+                let to = self.scratch_dir().join(format!("deleted-{name}"));
+                fs::rename(&from, &to).map_err(|e| io_err("move aside", &from, e))?;
+                let _ = fs::remove_file(self.root.join("locks").join(format!("layer-{name}.lock")));
+                layers_deleted += 1;
+            }
+        }
+        self.clear_scratch()?;
+        Ok(layers_deleted)
+    }
+
+    fn clear_scratch(&self) -> Result<(), StoreError> {
+        for name in self.dir_names("tmp")? {
+            let path = self.scratch_dir().join(name);
+            let r = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            r.map_err(|e| io_err("remove", &path, e))?;
+        }
+        Ok(())
+    }
+
+    fn dir_names(&self, sub: &str) -> Result<Vec<String>, StoreError> {
+        let dir = self.root.join(sub);
+        let entries = fs::read_dir(&dir).map_err(|e| io_err("list", &dir, e))?;
+        entries
+            .map(|e| {
+                e.map(|e| e.file_name().to_string_lossy().into_owned())
+                    .map_err(|e| io_err("list", &dir, e))
+            })
+            .collect()
+    }
+}
+
+fn layer_record(l: &SourceLayer, chain_id: &Digest, diff_size: u64) -> LayerRecord {
+    // docker-archive names no blob: its layers are recorded as the tar they unpack from.
+    let (digest, size) = match (&l.expect.digest, l.expect.size) {
+        (Some(d), Some(s)) => (d.clone(), s),
+        _ => (l.expect.diff_id.clone(), diff_size),
+    };
+    LayerRecord {
+        digest,
+        media_type: l.media_type.clone(),
+        size,
+        diff_id: l.expect.diff_id.clone(),
+        chain_id: chain_id.clone(),
+        diff_size,
+    }
+}
+
+/// The OCI manifest of an image that came without one (docker-archive). Deterministic,
+/// so loading the same archive twice gives the same image digest.
+fn synthesize_manifest(resolved: &ResolvedImage, layers: &[LayerRecord]) -> Result<(Digest, Vec<u8>), StoreError> {
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config: Descriptor {
+            media_type: media::OCI_CONFIG.into(),
+            digest: resolved.config_digest.clone(),
+            size: resolved.config_bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        },
+        layers: layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                platform: None,
+                annotations: BTreeMap::new(),
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&manifest).expect("manifest serialises");
+    Ok((Digest::of(&bytes), bytes))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(value).expect("serialisable");
+    fs::write(path, bytes).map_err(|e| io_err("write", path, e))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formats")
+}
+
+fn io_err(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,24 @@
+//! The `petri` binary: parse, set up logging, dispatch, and turn the outcome into an exit
+//! code (the container's own, 125 when petri itself failed, 2 for usage errors).
+
+use clap::Parser;
+
+fn main() {
+    let cli = petri::cli::Cli::parse();
+    petri::cli::init_tracing(cli.verbose);
+    let code = match petri::cli::run(cli) {
+        Ok(code) => code,
+        // A closed stdout (`petri image ls | head -1`) is the reader's choice, not a failure.
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("petri: error: {e:#}");
+            petri::cli::EXIT_PETRI_FAILED
+        }
+    };
+    std::process::exit(code);
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
