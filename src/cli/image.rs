@@ -56,7 +56,13 @@ pub fn run(cmd: ImageCommand, root: &Path, printer: &Printer) -> anyhow::Result<
     Ok(0)
 }
 
-fn load(store: &Store, path: &str, tag: Option<String>, platform: Option<Platform>, printer: &Printer) -> anyhow::Result<()> {
+fn load(
+    store: &Store,
+    path: &str,
+    tag: Option<String>,
+    platform: Option<Platform>,
+    printer: &Printer,
+) -> anyhow::Result<()> {
     let platform = platform.unwrap_or_else(Platform::host);
     let names = tag
         .map(|t| t.parse::<Reference>().map(|r| vec![r]))
@@ -118,7 +124,11 @@ fn list(store: &Store, printer: &Printer) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     for e in &entries {
-        let shown = if e.names.is_empty() { vec!["<none>".to_string()] } else { e.names.clone() };
+        let shown = if e.names.is_empty() {
+            vec!["<none>".to_string()]
+        } else {
+            e.names.clone()
+        };
         for name in shown {
             rows.push(vec![
                 name,
@@ -166,7 +176,10 @@ fn remove(store: &Store, queries: &[String], printer: &Printer) -> anyhow::Resul
     for q in queries {
         let removed = store.remove(q).with_context(|| format!("removing {q}"))?;
         for n in &removed.untagged {
-            printer.line(&format!("Untagged: {}", n.parse::<Reference>().map(|r| r.to_string()).unwrap_or(n.clone())))?;
+            printer.line(&format!(
+                "Untagged: {}",
+                n.parse::<Reference>().map(|r| r.to_string()).unwrap_or(n.clone())
+            ))?;
         }
         for d in &removed.deleted {
             printer.line(&format!("Deleted: {d}"))?;

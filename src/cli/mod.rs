@@ -14,7 +14,11 @@ pub use printer::{OutputFormat, Printer};
 pub const EXIT_PETRI_FAILED: i32 = 125;
 
 #[derive(Debug, Parser)]
-#[command(name = "petri", version, about = "Run Beam-style pods and Beaker-style experiments on one Linux machine, offline")]
+#[command(
+    name = "petri",
+    version,
+    about = "Run Beam-style pods and Beaker-style experiments on one Linux machine, offline"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

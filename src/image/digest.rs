@@ -33,9 +33,7 @@ impl Digest {
     }
 
     fn from_sha256(raw: [u8; 32]) -> Digest {
-        Digest {
-            hex: hex::encode(raw),
-        }
+        Digest { hex: hex::encode(raw) }
     }
 
     /// The 64 lowercase hex characters, without the algorithm.
@@ -77,9 +75,7 @@ impl FromStr for Digest {
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(err("expected 64 lowercase hex characters"));
         }
-        Ok(Digest {
-            hex: hex.to_string(),
-        })
+        Ok(Digest { hex: hex.to_string() })
     }
 }
 

@@ -3,9 +3,9 @@
 
 pub mod digest;
 pub mod layer;
+pub mod lock;
 pub mod oci;
 pub mod reference;
-pub mod unpack;
 pub mod source;
-pub mod lock;
 pub mod store;
+pub mod unpack;

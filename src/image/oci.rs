@@ -268,7 +268,9 @@ impl FromStr for Platform {
         let parts: Vec<&str> = s.split('/').collect();
         let valid = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !(2..=3).contains(&parts.len()) || !parts.iter().all(valid) {
-            return Err(format!("invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64"));
+            return Err(format!(
+                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64"
+            ));
         }
         Ok(Platform {
             os: parts[0].to_string(),
@@ -296,7 +298,10 @@ mod tests {
         let m = Document::parse(manifest_json(media::OCI_MANIFEST).as_bytes(), Some(media::OCI_MANIFEST)).unwrap();
         assert!(matches!(m, Document::Manifest(_)));
         let idx = r#"{"schemaVersion":2,"manifests":[]}"#;
-        assert!(matches!(Document::parse(idx.as_bytes(), None).unwrap(), Document::Index(_)));
+        assert!(matches!(
+            Document::parse(idx.as_bytes(), None).unwrap(),
+            Document::Index(_)
+        ));
     }
 
     #[test]
@@ -304,7 +309,10 @@ mod tests {
         let doc = format!(
             r#"{{"schemaVersion":2,"manifests":[],"config":{{"mediaType":"x","digest":"{CFG}","size":0}},"layers":[]}}"#
         );
-        assert!(matches!(Document::parse(doc.as_bytes(), None), Err(DocumentError::Ambiguous)));
+        assert!(matches!(
+            Document::parse(doc.as_bytes(), None),
+            Err(DocumentError::Ambiguous)
+        ));
     }
 
     #[test]

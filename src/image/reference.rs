@@ -217,7 +217,8 @@ pub fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn valid_registry(r: &str) -> bool {
@@ -278,7 +279,10 @@ mod tests {
         assert_eq!(r.to_string(), "busybox:latest");
         assert_eq!(named("team/app:v1").canonical(), "docker.io/team/app:v1");
         let local = named("127.0.0.1:5000/team/app:v1");
-        assert_eq!((local.registry.as_str(), local.repository.as_str()), ("127.0.0.1:5000", "team/app"));
+        assert_eq!(
+            (local.registry.as_str(), local.repository.as_str()),
+            ("127.0.0.1:5000", "team/app")
+        );
         assert_eq!(local.to_string(), "127.0.0.1:5000/team/app:v1");
         assert_eq!(named("localhost/app").registry, "localhost");
         assert_eq!(named("registry.example/app").registry, "registry.example");
@@ -296,7 +300,19 @@ mod tests {
 
     #[test]
     fn invalid_names() {
-        for bad in ["", "UPPER", "a//b", "app:", "app:-x", "-app", "app_", "a/../b", ":tag", "a b", "host:port:x/app"] {
+        for bad in [
+            "",
+            "UPPER",
+            "a//b",
+            "app:",
+            "app:-x",
+            "-app",
+            "app_",
+            "a/../b",
+            ":tag",
+            "a b",
+            "host:port:x/app",
+        ] {
             assert!(bad.parse::<Reference>().is_err(), "{bad:?} accepted");
         }
     }
@@ -311,9 +327,21 @@ mod tests {
                 tag: Some("latest".into())
             }
         );
-        assert_eq!("oci:/tmp/x".parse::<ImageRef>().unwrap(), ImageRef::OciDir { path: "/tmp/x".into(), tag: None });
-        assert_eq!("oci-archive:a.tar".parse::<ImageRef>().unwrap(), ImageRef::OciArchive("a.tar".into()));
-        assert_eq!("docker-archive:b.tar".parse::<ImageRef>().unwrap(), ImageRef::DockerArchive("b.tar".into()));
+        assert_eq!(
+            "oci:/tmp/x".parse::<ImageRef>().unwrap(),
+            ImageRef::OciDir {
+                path: "/tmp/x".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            "oci-archive:a.tar".parse::<ImageRef>().unwrap(),
+            ImageRef::OciArchive("a.tar".into())
+        );
+        assert_eq!(
+            "docker-archive:b.tar".parse::<ImageRef>().unwrap(),
+            ImageRef::DockerArchive("b.tar".into())
+        );
         assert!("oci:".parse::<ImageRef>().is_err());
         assert!("oci:dir:bad tag".parse::<ImageRef>().is_err());
     }

@@ -40,7 +40,11 @@ pub enum SourceError {
         source: DocumentError,
     },
     #[error("{path}: {what} does not match its descriptor: {detail}")]
-    Verify { path: PathBuf, what: String, detail: String },
+    Verify {
+        path: PathBuf,
+        what: String,
+        detail: String,
+    },
     #[error("{path}: {detail}")]
     Invalid { path: PathBuf, detail: String },
     #[error("no image for platform {wanted} in {path}; available: {available}")]
@@ -195,7 +199,12 @@ impl Source {
             .filter(|d| tag.is_none_or(|t| d.annotations.get(REF_NAME).map(String::as_str) == Some(t)))
             .collect();
         let chosen = match (tagged.as_slice(), tag) {
-            ([], Some(t)) => return Err(self.invalid(&format!("no image tagged {t:?}; tags: {}", layout_tags(&index.manifests)))),
+            ([], Some(t)) => {
+                return Err(self.invalid(&format!(
+                    "no image tagged {t:?}; tags: {}",
+                    layout_tags(&index.manifests)
+                )))
+            }
             ([], None) => return Err(self.invalid("index.json lists no image")),
             ([one], _) => (*one).clone(),
             (many, _) if many.iter().all(|d| d.platform.is_some()) => self.pick_platform(many, platform)?,
@@ -212,7 +221,10 @@ impl Source {
             unreachable!("descend returns manifests only");
         };
         if !media::is_config(&manifest.config.media_type) {
-            return Err(self.invalid(&format!("config has unsupported media type {:?}", manifest.config.media_type)));
+            return Err(self.invalid(&format!(
+                "config has unsupported media type {:?}",
+                manifest.config.media_type
+            )));
         }
         let config_bytes = self.read_blob(&manifest.config, "config")?;
         let config = self.parse_config(&config_bytes)?;
@@ -223,7 +235,10 @@ impl Source {
             config_bytes,
             config,
             layers,
-            names: ref_name.and_then(|n| self.name_from_annotation(&n)).into_iter().collect(),
+            names: ref_name
+                .and_then(|n| self.name_from_annotation(&n))
+                .into_iter()
+                .collect(),
         })
     }
 
@@ -264,8 +279,12 @@ impl Source {
             .iter()
             .zip(&config.rootfs.diff_ids)
             .map(|(d, diff_id)| {
-                let compression = Compression::of_layer_media_type(&d.media_type)
-                    .ok_or_else(|| self.invalid(&format!("layer {} has unsupported media type {:?}", d.digest, d.media_type)))?;
+                let compression = Compression::of_layer_media_type(&d.media_type).ok_or_else(|| {
+                    self.invalid(&format!(
+                        "layer {} has unsupported media type {:?}",
+                        d.digest, d.media_type
+                    ))
+                })?;
                 Ok(SourceLayer {
                     member: blob_member(&d.digest),
                     media_type: d.media_type.clone(),
@@ -290,14 +309,20 @@ impl Source {
             layers: Vec<String>,
         }
         let bytes = self.read_member("manifest.json", "manifest.json")?;
-        let entries: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|e| self.invalid(&format!("manifest.json: {e}")))?;
+        let entries: Vec<Entry> =
+            serde_json::from_slice(&bytes).map_err(|e| self.invalid(&format!("manifest.json: {e}")))?;
         let entry = match (entries.as_slice(), tag) {
             ([one], None) => one,
             (all, _) => {
                 let wanted = tag.unwrap_or("");
                 all.iter()
                     .find(|e| e.repo_tags.iter().flatten().any(|t| t == wanted))
-                    .ok_or_else(|| self.invalid(&format!("manifest.json lists {} images; none is tagged {wanted:?}", all.len())))?
+                    .ok_or_else(|| {
+                        self.invalid(&format!(
+                            "manifest.json lists {} images; none is tagged {wanted:?}",
+                            all.len()
+                        ))
+                    })?
             }
         };
         let config_member = normalise_member(&entry.config);
@@ -329,7 +354,12 @@ impl Source {
                 },
             })
             .collect();
-        let names = entry.repo_tags.iter().flatten().filter_map(|t| t.parse().ok()).collect();
+        let names = entry
+            .repo_tags
+            .iter()
+            .flatten()
+            .filter_map(|t| t.parse().ok())
+            .collect();
         Ok(ResolvedImage {
             manifest: None,
             config_digest,
@@ -380,7 +410,10 @@ impl Source {
     /// Reads a blob named by a descriptor, checking its size and digest.
     fn read_blob(&self, desc: &Descriptor, what: &str) -> Result<Vec<u8>, SourceError> {
         if desc.size > MAX_DOCUMENT {
-            return Err(self.invalid(&format!("{what} {} is {} bytes, over the {MAX_DOCUMENT} limit", desc.digest, desc.size)));
+            return Err(self.invalid(&format!(
+                "{what} {} is {} bytes, over the {MAX_DOCUMENT} limit",
+                desc.digest, desc.size
+            )));
         }
         let member = blob_member(&desc.digest);
         let mut reader = HashingReader::new(self.open_member(&member)?, Some(desc.size));
@@ -388,9 +421,15 @@ impl Source {
         reader
             .read_to_end(&mut bytes)
             .map_err(|e| self.verify_err(what, &desc.digest, e.to_string()))?;
-        let (digest, size) = reader.finish().map_err(|e| io_err("read", &self.path.join(&member), e))?;
+        let (digest, size) = reader
+            .finish()
+            .map_err(|e| io_err("read", &self.path.join(&member), e))?;
         if size != desc.size {
-            return Err(self.verify_err(what, &desc.digest, format!("size is {size}, descriptor says {}", desc.size)));
+            return Err(self.verify_err(
+                what,
+                &desc.digest,
+                format!("size is {size}, descriptor says {}", desc.size),
+            ));
         }
         if digest != desc.digest {
             return Err(self.verify_err(what, &desc.digest, format!("contents hash to {digest}")));
@@ -435,7 +474,8 @@ impl Source {
             Files::Archive { file, members, .. } => {
                 let &(offset, size) = members.get(member).ok_or_else(missing)?;
                 let mut f = File::open(file).map_err(|e| io_err("open", file, e))?;
-                f.seek(SeekFrom::Start(offset)).map_err(|e| io_err("seek in", file, e))?;
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|e| io_err("seek in", file, e))?;
                 Ok(Box::new(f.take(size)))
             }
         }
@@ -450,7 +490,10 @@ impl Source {
 }
 
 fn layout_tags(descs: &[Descriptor]) -> String {
-    let tags: Vec<&str> = descs.iter().filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str)).collect();
+    let tags: Vec<&str> = descs
+        .iter()
+        .filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str))
+        .collect();
     if tags.is_empty() {
         "none".into()
     } else {

@@ -171,7 +171,7 @@ impl Store {
 
     /// The directory holding a layer's files, to be stacked as an overlay lowerdir.
     pub fn layer_dir(&self, chain_id: &Digest) -> PathBuf {
-        self.root.join("layers").join(chain_id.hex()).join("diff")
+        self.layer_path(chain_id).join("diff")
     }
 
     pub fn scratch_dir(&self) -> PathBuf {
@@ -250,52 +250,85 @@ impl Store {
     }
 
     /// Makes sure every layer is unpacked; returns (diff size, unpacked now) per layer.
-    /// Layers unpack side by side, as many at once as there are cores.
-    fn ensure_layers(&self, source: &Source, layers: &[SourceLayer], chain: &[Digest]) -> Result<Vec<(u64, bool)>, StoreError> {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(layers.len());
+    ///
+    /// All-or-nothing: missing layers are unpacked side by side (as many at once as
+    /// there are cores) into staging, and renamed into `layers/` only once every one of
+    /// them has verified, so a refused image leaves nothing behind. The locks of the
+    /// missing layers are taken in ChainID order, so two loads sharing layers never
+    /// deadlock; a second load of a layer waits, then finds it present.
+    fn ensure_layers(
+        &self,
+        source: &Source,
+        layers: &[SourceLayer],
+        chain: &[Digest],
+    ) -> Result<Vec<(u64, bool)>, StoreError> {
+        let mut missing: Vec<usize> = (0..layers.len())
+            .filter(|&i| !self.layer_path(&chain[i]).exists())
+            .collect();
+        missing.sort_by(|&a, &b| chain[a].cmp(&chain[b]));
+        let mut locks = Vec::with_capacity(missing.len());
+        for &i in &missing {
+            let path = self.root.join("locks").join(format!("layer-{}.lock", chain[i].hex()));
+            locks.push(FileLock::exclusive(&path).map_err(|e| io_err("lock", &path, e))?);
+        }
+        missing.retain(|&i| !self.layer_path(&chain[i]).exists());
+        let staged = self.stage_layers(source, layers, chain, &missing)?;
+        for (i, staging) in staged {
+            let dest = self.layer_path(&chain[i]);
+            let from = staging.keep();
+            fs::rename(&from, &dest).map_err(|e| {
+                let _ = fs::remove_dir_all(&from);
+                io_err("rename staged layer to", &dest, e)
+            })?;
+        }
+        drop(locks);
+        (0..layers.len())
+            .map(|i| {
+                let meta = self.layer_meta(&self.layer_path(&chain[i]))?;
+                Ok((meta.diff_size, missing.contains(&i)))
+            })
+            .collect()
+    }
+
+    /// Unpacks the layers `which` into staging directories, in parallel.
+    fn stage_layers(
+        &self,
+        source: &Source,
+        layers: &[SourceLayer],
+        chain: &[Digest],
+        which: &[usize],
+    ) -> Result<Vec<(usize, tempfile::TempDir)>, StoreError> {
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(which.len());
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let results: Vec<Mutex<Option<Result<(u64, bool), StoreError>>>> = layers.iter().map(|_| Mutex::new(None)).collect();
+        let results = Mutex::new(Vec::with_capacity(which.len()));
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= layers.len() || failed.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= which.len() || failed.load(Ordering::Relaxed) {
                         break;
                     }
-                    let r = self.ensure_layer(source, &layers[i], &chain[i]);
+                    let i = which[n];
+                    let r = self.stage_layer(source, &layers[i], &chain[i]);
                     failed.fetch_or(r.is_err(), Ordering::Relaxed);
-                    *results[i].lock().expect("result slot") = Some(r);
+                    results.lock().expect("results").push((i, r));
                 });
             }
         });
-        let mut out = Vec::with_capacity(layers.len());
-        let mut first_error = None;
-        for slot in results {
-            match slot.into_inner().expect("result slot") {
-                Some(Ok(r)) => out.push(r),
-                Some(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                None => {}
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        let mut results = results.into_inner().expect("results");
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(i, r)| r.map(|dir| (i, dir))).collect()
     }
 
-    fn ensure_layer(&self, source: &Source, layer: &SourceLayer, chain_id: &Digest) -> Result<(u64, bool), StoreError> {
-        let dir = self.root.join("layers").join(chain_id.hex());
-        if let Some(meta) = self.layer_meta(&dir)? {
-            return Ok((meta.diff_size, false));
-        }
-        let lock_path = self.root.join("locks").join(format!("layer-{}.lock", chain_id.hex()));
-        let _lock = FileLock::exclusive(&lock_path).map_err(|e| io_err("lock", &lock_path, e))?;
-        if let Some(meta) = self.layer_meta(&dir)? {
-            return Ok((meta.diff_size, false));
-        }
+    fn stage_layer(
+        &self,
+        source: &Source,
+        layer: &SourceLayer,
+        chain_id: &Digest,
+    ) -> Result<tempfile::TempDir, StoreError> {
         let scratch = self.scratch_dir();
         let staging = tempfile::Builder::new()
             .prefix(&format!("layer-{}-", chain_id.short()))
@@ -304,7 +337,12 @@ impl Store {
         let diff = staging.path().join("diff");
         fs::create_dir(&diff).map_err(|e| io_err("create directory", &diff, e))?;
         let layer_err = |error| StoreError::Layer {
-            layer: layer.expect.digest.as_ref().unwrap_or(&layer.expect.diff_id).to_string(),
+            layer: layer
+                .expect
+                .digest
+                .as_ref()
+                .unwrap_or(&layer.expect.diff_id)
+                .to_string(),
             source_path: source.path().to_path_buf(),
             error,
         };
@@ -316,26 +354,21 @@ impl Store {
             diff_size: outcome.diff_size,
             entries: outcome.stats.entries,
         };
-        let meta_path = staging.path().join("layer.json");
-        write_json(&meta_path, &meta)?;
-        let staged = staging.keep();
-        fs::rename(&staged, &dir).map_err(|e| {
-            let _ = fs::remove_dir_all(&staged);
-            io_err("rename staged layer to", &dir, e)
-        })?;
-        Ok((outcome.diff_size, true))
+        write_json(&staging.path().join("layer.json"), &meta)?;
+        Ok(staging)
     }
 
-    fn layer_meta(&self, dir: &Path) -> Result<Option<LayerMeta>, StoreError> {
+    fn layer_path(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(chain_id.hex())
+    }
+
+    fn layer_meta(&self, dir: &Path) -> Result<LayerMeta, StoreError> {
         let path = dir.join("layer.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt {
-                path,
-                detail: e.to_string(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("read", &path, e)),
-        }
+        let bytes = fs::read(&path).map_err(|e| io_err("read", &path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            detail: e.to_string(),
+        })
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -468,7 +501,12 @@ impl Store {
             let mut removed = Removed::default();
             let drop_names: Vec<String> = match &by_name {
                 Some(n) => vec![n.clone()],
-                None => c.tags.iter().filter(|(_, d)| **d == image.digest).map(|(n, _)| n.clone()).collect(),
+                None => c
+                    .tags
+                    .iter()
+                    .filter(|(_, d)| **d == image.digest)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
             };
             for n in drop_names {
                 c.tags.remove(&n);

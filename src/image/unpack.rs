@@ -240,11 +240,17 @@ impl Unpacker {
     }
 
     fn open_dir(&self, rel: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
-        let path: &OsStr = if rel.is_empty() { OsStr::new(".") } else { OsStr::from_bytes(rel) };
+        let path: &OsStr = if rel.is_empty() {
+            OsStr::new(".")
+        } else {
+            OsStr::from_bytes(rel)
+        };
         rfs::openat2(
             &self.root,
             path,
-            flags | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS must see a symlink in the last component
+            // too, to fail it with ELOOP (with O_NOFOLLOW|O_PATH it would open the link).
+            flags | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
             BENEATH,
         )
@@ -292,7 +298,9 @@ impl Unpacker {
         if leaf == OPAQUE_MARKER {
             self.claim(t, t.key.clone())?;
             self.parent(t)?;
-            let dir = self.open_dir(&t.parent, OFlags::RDONLY).map_err(|e| self.resolve_error(t, &t.parent, e))?;
+            let dir = self
+                .open_dir(&t.parent, OFlags::RDONLY)
+                .map_err(|e| self.resolve_error(t, &t.parent, e))?;
             return rfs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", XattrFlags::empty())
                 .map_err(|e| io_err(t, "set trusted.overlay.opaque on", &t.parent, e));
         }
@@ -312,8 +320,14 @@ impl Unpacker {
         key.extend_from_slice(hidden);
         self.claim(t, key)?;
         let parent = self.parent(t)?;
-        rfs::mknodat(&parent, OsStr::from_bytes(hidden), FileType::CharacterDevice, Mode::empty(), 0)
-            .map_err(|e| io_err(t, "create whiteout", &t.key, e))
+        rfs::mknodat(
+            &parent,
+            OsStr::from_bytes(hidden),
+            FileType::CharacterDevice,
+            Mode::empty(),
+            0,
+        )
+        .map_err(|e| io_err(t, "create whiteout", &t.key, e))
     }
 
     /// Records that this layer now owns `key`; a second claim is a duplicate entry.
@@ -328,7 +342,9 @@ impl Unpacker {
         if self.seen.insert(t.key.clone(), Seen::Dir) != Some(Seen::ImplicitDir) {
             rfs::mkdirat(parent, t.leaf, Mode::from_raw_mode(0o700)).map_err(|e| io_err(t, "mkdir", &t.key, e))?;
         }
-        let dir = self.open_dir(&t.key, OFlags::RDONLY).map_err(|e| self.resolve_error(t, &t.key, e))?;
+        let dir = self
+            .open_dir(&t.key, OFlags::RDONLY)
+            .map_err(|e| self.resolve_error(t, &t.key, e))?;
         self.set_owner_and_xattrs(t, &dir, meta)?;
         self.dirs.push((t.key.clone(), meta.mode, meta.mtime));
         Ok(())
@@ -351,7 +367,8 @@ impl Unpacker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(UnpackError::Read(e)),
             };
-            file.write_all(&self.buf[..n]).map_err(|e| io_err(t, "write", &t.key, e))?;
+            file.write_all(&self.buf[..n])
+                .map_err(|e| io_err(t, "write", &t.key, e))?;
             self.stats.file_bytes += n as u64;
         }
         self.set_owner_and_xattrs(t, &file, meta)?;
@@ -374,7 +391,12 @@ impl Unpacker {
             .map_err(|e| io_err(t, "set times of", &t.key, e))
     }
 
-    fn hardlink<R: Read>(&mut self, t: &Target, parent: &OwnedFd, entry: &tar::Entry<'_, R>) -> Result<(), UnpackError> {
+    fn hardlink<R: Read>(
+        &mut self,
+        t: &Target,
+        parent: &OwnedFd,
+        entry: &tar::Entry<'_, R>,
+    ) -> Result<(), UnpackError> {
         let raw = entry.link_name_bytes().unwrap_or_default().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let parts = normalise(&raw).map_err(|r| refused(t, r))?;
@@ -387,11 +409,23 @@ impl Unpacker {
             .open_dir(&target_parents.join(&b'/'), OFlags::PATH)
             .map_err(|e| self.resolve_error(t, &target_key, e))?;
         self.seen.insert(t.key.clone(), Seen::NonDir);
-        rfs::linkat(&target_dir, OsStr::from_bytes(target_leaf), parent, t.leaf, AtFlags::empty())
-            .map_err(|e| io_err(t, "hardlink", &t.key, e))
+        rfs::linkat(
+            &target_dir,
+            OsStr::from_bytes(target_leaf),
+            parent,
+            t.leaf,
+            AtFlags::empty(),
+        )
+        .map_err(|e| io_err(t, "hardlink", &t.key, e))
     }
 
-    fn node<R: Read>(&mut self, t: &Target, parent: &OwnedFd, meta: &Meta, entry: &tar::Entry<'_, R>) -> Result<(), UnpackError> {
+    fn node<R: Read>(
+        &mut self,
+        t: &Target,
+        parent: &OwnedFd,
+        meta: &Meta,
+        entry: &tar::Entry<'_, R>,
+    ) -> Result<(), UnpackError> {
         let header = entry.header();
         let kind = header.entry_type();
         let file_type = match kind {
@@ -413,8 +447,14 @@ impl Unpacker {
             }
         }
         self.seen.insert(t.key.clone(), Seen::NonDir);
-        rfs::mknodat(parent, t.leaf, file_type, Mode::from_raw_mode(0o600), rfs::makedev(major, minor))
-            .map_err(|e| io_err(t, "mknod", &t.key, e))?;
+        rfs::mknodat(
+            parent,
+            t.leaf,
+            file_type,
+            Mode::from_raw_mode(0o600),
+            rfs::makedev(major, minor),
+        )
+        .map_err(|e| io_err(t, "mknod", &t.key, e))?;
         self.chown_at(t, parent, meta)?;
         rfs::chmodat(parent, t.leaf, Mode::from_raw_mode(meta.mode), AtFlags::empty())
             .map_err(|e| io_err(t, "chmod", &t.key, e))?;
@@ -456,7 +496,9 @@ impl Unpacker {
                 path: name.to_string(),
                 source: e.into(),
             };
-            let dir = self.open_dir(key, OFlags::RDONLY).map_err(|e| fail("open directory", e))?;
+            let dir = self
+                .open_dir(key, OFlags::RDONLY)
+                .map_err(|e| fail("open directory", e))?;
             rfs::fchmod(&dir, Mode::from_raw_mode(*mode)).map_err(|e| fail("chmod", e))?;
             rfs::futimens(&dir, &times(*mtime)).map_err(|e| fail("set times of", e))?;
         }
@@ -583,7 +625,10 @@ mod tests {
 
     #[test]
     fn pax_times() {
-        assert_eq!(parse_pax_time("12.5").map(|t| (t.tv_sec, t.tv_nsec)), Some((12, 500_000_000)));
+        assert_eq!(
+            parse_pax_time("12.5").map(|t| (t.tv_sec, t.tv_nsec)),
+            Some((12, 500_000_000))
+        );
         assert_eq!(parse_pax_time("7").map(|t| (t.tv_sec, t.tv_nsec)), Some((7, 0)));
         assert!(parse_pax_time("x").is_none());
     }
