@@ -490,7 +490,13 @@ fn rm_removes_only_what_no_other_image_uses() {
     );
     assert_eq!(root.entries("blobs/sha256").len(), 2);
 
-    root.ok(&["image", "rm", "zbox"]);
+    // A direct reference names the image it holds.
+    let direct = format!("oci:{}", test_image("busybox", "zstd").display());
+    let out = root.ok(&["image", "rm", &direct]);
+    assert!(
+        out.contains("Untagged: zbox:latest") && out.contains("Deleted: sha256:"),
+        "{out}"
+    );
     assert_eq!(root.json(&["image", "ls"]), json!([]));
     assert_eq!(root.entries("layers"), Vec::<String>::new());
     assert_eq!(root.entries("blobs/sha256"), Vec::<String>::new());

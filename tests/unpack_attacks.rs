@@ -11,6 +11,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{is_root, require};
 use petri::image::unpack::{unpack_layer, Refusal, UnpackError, UnpackOptions, UnpackStats};
 use tar::{EntryType, Header};
 
@@ -18,21 +21,8 @@ use tar::{EntryType, Header};
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// True when the caller may go on with a part that needs root; otherwise prints a SKIP
-/// line, or panics when `PETRI_MUST_WORK=1`.
 fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("PETRI_MUST_WORK").as_deref() == Ok("1") {
-        panic!("{test}: needs root (PETRI_MUST_WORK=1)");
-    }
-    eprintln!("SKIP {test}: needs root");
-    false
+    require(test, is_root(), "needs root (mknod, chown, trusted.* xattrs)")
 }
 
 /// A temporary directory holding `root/` (the empty layer destination) and `outside/`

@@ -174,7 +174,12 @@ fn inspect(store: &Store, query: &str, platform: Option<Platform>, printer: &Pri
 fn remove(store: &Store, queries: &[String], printer: &Printer) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for q in queries {
-        let removed = store.remove(q).with_context(|| format!("removing {q}"))?;
+        // A direct source names the image it holds: find (or load) that, remove it by digest.
+        let target = match q.parse::<ImageRef>() {
+            Ok(ImageRef::Named(_)) | Err(_) => q.clone(),
+            Ok(_) => store.resolve(q, &Platform::host())?.0.digest.to_string(),
+        };
+        let removed = store.remove(&target).with_context(|| format!("removing {q}"))?;
         for n in &removed.untagged {
             printer.line(&format!(
                 "Untagged: {}",

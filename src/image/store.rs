@@ -102,6 +102,31 @@ struct Catalog {
 }
 
 impl Catalog {
+    /// Finds an image by name (then also returns the canonical name), by `name@digest`,
+    /// by digest, or by a unique digest prefix of at least 12 hex characters.
+    fn lookup(&self, query: &str) -> Result<Option<(Digest, Option<String>)>, StoreError> {
+        if let Ok(ImageRef::Named(r)) = query.parse::<ImageRef>() {
+            match &r.digest {
+                Some(d) => return Ok(self.images.contains_key(d).then(|| (d.clone(), None))),
+                None => {
+                    if let Some(d) = self.tags.get(&r.canonical()) {
+                        return Ok(Some((d.clone(), Some(r.canonical()))));
+                    }
+                }
+            }
+        }
+        let prefix = query.strip_prefix("sha256:").unwrap_or(query);
+        if prefix.len() < 12 || !prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Ok(None);
+        }
+        let matches: Vec<&Digest> = self.images.keys().filter(|d| d.hex().starts_with(prefix)).collect();
+        match matches.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(((*one).clone(), None))),
+            _ => Err(StoreError::Ambiguous(query.into())),
+        }
+    }
+
     fn names_of(&self, digest: &Digest) -> Vec<Reference> {
         self.tags
             .iter()
@@ -225,6 +250,7 @@ impl Store {
             for n in &names {
                 c.tags.insert(n.canonical(), digest.clone());
             }
+            Ok(())
         })?;
         Ok(Loaded {
             layers_reused: image.layers.len() - layers_unpacked,
@@ -426,11 +452,12 @@ impl Store {
         }
     }
 
-    fn update_catalog<T>(&self, f: impl FnOnce(&mut Catalog) -> T) -> Result<T, StoreError> {
+    /// Read-modify-write of the catalog under its lock; nothing is written when `f` fails.
+    fn update_catalog<T>(&self, f: impl FnOnce(&mut Catalog) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let lock_path = self.root.join("locks/catalog.lock");
         let _lock = FileLock::exclusive(&lock_path).map_err(|e| io_err("lock", &lock_path, e))?;
         let mut catalog = self.read_catalog()?;
-        let out = f(&mut catalog);
+        let out = f(&mut catalog)?;
         let bytes = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
         self.write_atomic(&self.root.join("catalog.json"), &bytes)?;
         Ok(out)
@@ -466,24 +493,9 @@ impl Store {
 
     fn find(&self, query: &str) -> Result<Option<(ImageRecord, Vec<Reference>)>, StoreError> {
         let catalog = self.read_catalog()?;
-        let hit = |d: &Digest| catalog.images.get(d).map(|img| (img.clone(), catalog.names_of(d)));
-        let prefix = query.strip_prefix("sha256:").unwrap_or(query);
-        if prefix.len() >= 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-            let matches: Vec<&Digest> = catalog.images.keys().filter(|d| d.hex().starts_with(prefix)).collect();
-            match matches.as_slice() {
-                [one] => return Ok(hit(one)),
-                [] => {}
-                _ => return Err(StoreError::Ambiguous(query.into())),
-            }
-        }
-        let Ok(ImageRef::Named(r)) = query.parse::<ImageRef>() else {
-            return Ok(None);
-        };
-        let digest = match &r.digest {
-            Some(d) => Some(d.clone()),
-            None => catalog.tags.get(&r.canonical()).cloned(),
-        };
-        Ok(digest.and_then(|d| hit(&d)))
+        Ok(catalog
+            .lookup(query)?
+            .and_then(|(d, _)| catalog.images.get(&d).map(|img| (img.clone(), catalog.names_of(&d)))))
     }
 
     /// Removes a name; when it was the image's last name (or the image was named by
@@ -491,32 +503,27 @@ impl Store {
     pub fn remove(&self, query: &str) -> Result<Removed, StoreError> {
         let store_lock = self.root.join("locks/store.lock");
         let _store = FileLock::exclusive(&store_lock).map_err(|e| io_err("lock", &store_lock, e))?;
-        let (image, _) = self.find(query)?.ok_or_else(|| StoreError::NotFound(query.into()))?;
-        let by_name = match query.parse::<ImageRef>() {
-            Ok(ImageRef::Named(r)) if r.digest.is_none() => Some(r.canonical()),
-            _ => None,
-        };
-        let by_name = by_name.filter(|n| self.read_catalog().is_ok_and(|c| c.tags.get(n) == Some(&image.digest)));
         let mut removed = self.update_catalog(|c| {
-            let mut removed = Removed::default();
-            let drop_names: Vec<String> = match &by_name {
-                Some(n) => vec![n.clone()],
+            let (digest, by_name) = c.lookup(query)?.ok_or_else(|| StoreError::NotFound(query.into()))?;
+            let names: Vec<String> = match by_name {
+                Some(n) => vec![n],
                 None => c
                     .tags
                     .iter()
-                    .filter(|(_, d)| **d == image.digest)
+                    .filter(|(_, d)| **d == digest)
                     .map(|(n, _)| n.clone())
                     .collect(),
             };
-            for n in drop_names {
+            let mut removed = Removed::default();
+            for n in names {
                 c.tags.remove(&n);
                 removed.untagged.push(n);
             }
-            if !c.tags.values().any(|d| *d == image.digest) {
-                c.images.remove(&image.digest);
-                removed.deleted.push(image.digest.clone());
+            if !c.tags.values().any(|d| *d == digest) {
+                c.images.remove(&digest);
+                removed.deleted.push(digest);
             }
-            removed
+            Ok(removed)
         })?;
         removed.layers_deleted = self.collect_garbage()?;
         Ok(removed)
@@ -639,5 +646,60 @@ fn io_err(op: &'static str, path: &Path, source: io::Error) -> StoreError {
         op,
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(digest: &Digest) -> ImageRecord {
+        ImageRecord {
+            digest: digest.clone(),
+            config_digest: digest.clone(),
+            platform: "linux/amd64".into(),
+            created: None,
+            loaded_at: String::new(),
+            layers: Vec::new(),
+        }
+    }
+
+    /// Two images whose digests share no prefix, one named busybox:latest.
+    fn catalog() -> (Catalog, Digest, Digest) {
+        let a: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let b: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+        let mut c = Catalog::default();
+        c.images.insert(a.clone(), image(&a));
+        c.images.insert(b.clone(), image(&b));
+        c.tags.insert("docker.io/library/busybox:latest".into(), a.clone());
+        (c, a, b)
+    }
+
+    #[test]
+    fn lookup_by_name_digest_and_prefix() {
+        let (c, a, b) = catalog();
+        let canonical = Some("docker.io/library/busybox:latest".to_string());
+        assert_eq!(c.lookup("busybox").unwrap(), Some((a.clone(), canonical.clone())));
+        assert_eq!(
+            c.lookup("docker.io/library/busybox:latest").unwrap(),
+            Some((a.clone(), canonical))
+        );
+        assert_eq!(c.lookup(&b.to_string()).unwrap(), Some((b.clone(), None)));
+        assert_eq!(c.lookup(&format!("busybox@{b}")).unwrap(), Some((b.clone(), None)));
+        assert_eq!(c.lookup(&"b".repeat(12)).unwrap(), Some((b, None)));
+        assert_eq!(
+            c.lookup(&"b".repeat(11)).unwrap(),
+            None,
+            "prefixes under 12 characters are names"
+        );
+        assert_eq!(c.lookup("busybox:other").unwrap(), None);
+    }
+
+    #[test]
+    fn lookup_refuses_ambiguous_prefixes() {
+        let (mut c, _, _) = catalog();
+        let a2: Digest = format!("sha256:{}b", "a".repeat(63)).parse().unwrap();
+        c.images.insert(a2.clone(), image(&a2));
+        assert!(matches!(c.lookup(&"a".repeat(12)), Err(StoreError::Ambiguous(_))));
     }
 }
