@@ -3,6 +3,7 @@
 
 mod image;
 mod printer;
+mod run;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,8 @@ pub enum Command {
     /// Manage images: load, list, inspect, remove.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run an image's process in a sandbox: `petri run --rm busybox echo hello`.
+    Run(Box<run::RunArgs>),
 }
 
 pub fn init_tracing(verbose: bool) {
@@ -71,5 +74,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let printer = Printer::new(format, cli.global.quiet);
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.global.root, &printer),
+        Command::Run(args) => run::run(*args, &cli.global.root),
     }
 }

@@ -1,0 +1,244 @@
+//! The child's half of a launch, run in the cloned process (pid 1 of the new pid
+//! namespace) from the clone to execve: the start sequence of runtime-notes.md, one step
+//! a line. It runs in a single-threaded copy of the launcher, allocates freely, and
+//! reports any failure to the parent over the sync socket before exiting.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use rustix::process::{self as rproc, Resource, Rlimit};
+use rustix::thread as rthread;
+
+use seccompiler::BpfProgram;
+
+use super::plan::{plan, PlanInput};
+use super::process::{resolve_user, User};
+use super::{mounts, security, Network, SandboxSpec};
+use crate::cgroup::CgroupMounts;
+
+/// A failure inside the child: the exit code petri should report, and why.
+pub struct InitFailure {
+    pub code: i32,
+    pub message: String,
+}
+
+fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> InitFailure {
+    move |e| InitFailure {
+        code: 125,
+        message: format!("{step}: {e}"),
+    }
+}
+
+/// Everything from "the parent has put us in our cgroup" to execve. Returns only on
+/// failure.
+pub fn run(spec: &SandboxSpec, cgroups: &CgroupMounts, filters: &[BpfProgram], sync: &OwnedFd) -> InitFailure {
+    match setup(spec, cgroups, filters, sync) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    }
+}
+
+enum Never {}
+
+fn setup(
+    spec: &SandboxSpec,
+    cgroups: &CgroupMounts,
+    filters: &[BpfProgram],
+    sync: &OwnedFd,
+) -> Result<Never, InitFailure> {
+    wait_for_go(sync)?;
+    // Out of petri's session: a Ctrl-C on the terminal reaches petri only, which forwards it.
+    rproc::setsid().map_err(fail("setsid"))?;
+    crate::sys::process::unshare_cgroup_namespace().map_err(fail("unshare the cgroup namespace"))?;
+    rproc::umask(rustix::fs::Mode::empty());
+    mounts::make_private().map_err(fail("mounts"))?;
+    let rootfs = spec.bundle.join("rootfs");
+    mounts::mount_overlay(
+        &spec.layers_dir,
+        &spec.lower,
+        &spec.bundle.join("upper"),
+        &spec.bundle.join("work"),
+        &rootfs,
+    )
+    .map_err(fail("root filesystem"))?;
+    let etc_files = [
+        (spec.bundle.join("hostname"), "/etc/hostname"),
+        (spec.bundle.join("hosts"), "/etc/hosts"),
+        (spec.bundle.join("resolv.conf"), "/etc/resolv.conf"),
+    ];
+    let ops = plan(&PlanInput {
+        shm_bytes: spec.shm_bytes,
+        binds: &spec.binds,
+        etc_files: &etc_files,
+        cgroups,
+    });
+    mounts::execute(&rootfs, &ops).map_err(fail("mounts"))?;
+    pivot_root(&rootfs)?;
+    rustix::system::sethostname(spec.hostname.as_bytes()).map_err(fail("sethostname"))?;
+    if spec.network == Network::Isolated {
+        crate::sys::process::loopback_up().map_err(fail("bring up lo"))?;
+    }
+    rproc::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let user = lookup_user(spec)?;
+    enter_workdir(&spec.process.cwd)?;
+    set_limits()?;
+    if !spec.process.stdin {
+        redirect_stdin_to_null()?;
+    }
+    security::drop_bounding_set().map_err(fail("capabilities"))?;
+    switch_user(&user)?;
+    security::set_capabilities(user.uid == 0).map_err(fail("capabilities"))?;
+    security::set_no_new_privs().map_err(fail("no_new_privs"))?;
+    cloexec_all_fds()?;
+    let env = with_home(&spec.process.env, &user.home);
+    let program = find_program(&spec.process.argv[0], &env)?;
+    security::install_filters(filters).map_err(fail("seccomp"))?;
+    let err = std::process::Command::new(&program)
+        .arg0(&spec.process.argv[0])
+        .args(&spec.process.argv[1..])
+        .env_clear()
+        .envs(env.iter().filter_map(|kv| kv.split_once('=')))
+        .exec();
+    Err(exec_failure(&spec.process.argv[0], err))
+}
+
+fn wait_for_go(sync: &OwnedFd) -> Result<(), InitFailure> {
+    let mut byte = [0u8; 1];
+    match rustix::io::read(sync, &mut byte) {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(fail("wait for the launcher")("the launcher went away")),
+        Err(e) => Err(fail("wait for the launcher")(e)),
+    }
+}
+
+/// runtime-notes.md step 5: pivot into the rootfs and detach the old root.
+fn pivot_root(rootfs: &Path) -> Result<(), InitFailure> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::{mount_change, unmount, MountPropagationFlags, UnmountFlags};
+    let old = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(fail("open old root"))?;
+    rproc::chdir(rootfs).map_err(fail("chdir to rootfs"))?;
+    rproc::pivot_root(".", ".").map_err(fail("pivot_root"))?;
+    rproc::fchdir(&old).map_err(fail("fchdir to old root"))?;
+    mount_change(".", MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM)
+        .map_err(fail("make old root a slave"))?;
+    unmount(".", UnmountFlags::DETACH).map_err(fail("detach old root"))?;
+    rproc::chdir("/").map_err(fail("chdir /"))
+}
+
+fn lookup_user(spec: &SandboxSpec) -> Result<User, InitFailure> {
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+    resolve_user(
+        spec.process.user.as_deref().unwrap_or(""),
+        &read("/etc/passwd"),
+        &read("/etc/group"),
+    )
+    .map_err(|e| InitFailure {
+        code: 125,
+        message: e.to_string(),
+    })
+}
+
+/// Docker creates a missing WorkingDir. The final check is CVE-2024-21626's: a working
+/// directory that resolves outside the root shows as "(unreachable)".
+fn enter_workdir(cwd: &str) -> Result<(), InitFailure> {
+    fs::create_dir_all(cwd).map_err(fail("create working directory"))?;
+    rproc::chdir(cwd).map_err(fail("chdir to the working directory"))?;
+    let here = rproc::getcwd(Vec::new()).map_err(fail("getcwd"))?;
+    if !here.to_bytes().starts_with(b"/") {
+        return Err(fail("working directory")("resolves outside the container root"));
+    }
+    Ok(())
+}
+
+/// Open files: Docker's 1048576 (capped by fs.nr_open); without CAP_SYS_RESOURCE to
+/// raise the hard limit, the soft limit is raised to the inherited hard one.
+fn set_limits() -> Result<(), InitFailure> {
+    let ceiling = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let n = ceiling.unwrap_or(1 << 20).min(1 << 20);
+    let wanted = Rlimit {
+        current: Some(n),
+        maximum: Some(n),
+    };
+    match rproc::setrlimit(Resource::Nofile, wanted) {
+        Err(rustix::io::Errno::PERM) => {
+            let hard = rproc::getrlimit(Resource::Nofile).maximum;
+            let raised = Rlimit {
+                current: hard,
+                maximum: hard,
+            };
+            rproc::setrlimit(Resource::Nofile, raised).map_err(fail("setrlimit NOFILE"))
+        }
+        other => other.map_err(fail("setrlimit NOFILE")),
+    }
+}
+
+fn redirect_stdin_to_null() -> Result<(), InitFailure> {
+    let null = rustix::fs::open("/dev/null", rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty())
+        .map_err(fail("open /dev/null"))?;
+    rustix::stdio::dup2_stdin(&null).map_err(fail("redirect stdin"))
+}
+
+fn switch_user(user: &User) -> Result<(), InitFailure> {
+    let groups: Vec<rustix::fs::Gid> = user.groups.iter().map(|&g| rustix::fs::Gid::from_raw(g)).collect();
+    rthread::set_thread_groups(&groups).map_err(fail("setgroups"))?;
+    let gid = rustix::fs::Gid::from_raw(user.gid);
+    rthread::set_thread_res_gid(gid, gid, gid).map_err(fail("setresgid"))?;
+    let uid = rustix::fs::Uid::from_raw(user.uid);
+    rthread::set_thread_res_uid(uid, uid, uid).map_err(fail("setresuid"))
+}
+
+/// Every inherited descriptor above 2 is closed at exec (runc marks them CLOEXEC; the
+/// sync socket is CLOEXEC already, and its closing tells the parent exec succeeded).
+fn cloexec_all_fds() -> Result<(), InitFailure> {
+    crate::sys::process::cloexec_from(3).map_err(fail("mark descriptors close-on-exec"))
+}
+
+fn with_home(env: &[String], home: &str) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// Resolves argv[0] along the container's PATH, as Docker does before exec.
+fn find_program(arg0: &str, env: &[String]) -> Result<std::path::PathBuf, InitFailure> {
+    if arg0.contains('/') {
+        return Ok(arg0.into());
+    }
+    let path = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(super::process::DEFAULT_PATH);
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(arg0);
+        let Ok(c) = CString::new(candidate.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        if rustix::fs::access(c.as_c_str(), rustix::fs::Access::EXEC_OK).is_ok() && candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(InitFailure {
+        code: 127,
+        message: format!("exec: {arg0:?}: executable file not found in $PATH"),
+    })
+}
+
+fn exec_failure(arg0: &str, err: io::Error) -> InitFailure {
+    let code = match err.kind() {
+        io::ErrorKind::NotFound => 127,
+        _ => 126,
+    };
+    InitFailure {
+        code,
+        message: format!("exec {arg0:?}: {err}"),
+    }
+}

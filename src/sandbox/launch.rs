@@ -1,0 +1,193 @@
+//! The launcher's half: prepare the bundle and the cgroup, clone into new namespaces,
+//! release the child once it is in its cgroup, learn over a SOCK_SEQPACKET socketpair
+//! whether exec succeeded (EOF with no message means it did), then wait, signal, and
+//! clean up: the cgroup and everything in it, and the bundle when asked.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+
+use super::{init, security, Network, SandboxError, SandboxSpec};
+use crate::cgroup::{Cgroup, Hierarchy};
+use crate::sys::process::{clone_into_namespaces, exit_now, Cloned};
+
+/// How the container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit status, or 128 + signal when killed (Docker's convention).
+    pub code: i32,
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer killed something in the container.
+    pub oom_killed: bool,
+}
+
+/// A started sandbox. Dropping it without `cleanup` leaves the cgroup behind.
+pub struct Running {
+    pid: Pid,
+    pidfd: OwnedFd,
+    cgroup: Cgroup,
+}
+
+/// Starts the sandbox. Must be called from a single-threaded process.
+pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
+    prepare_bundle(spec)?;
+    let filters = security::default_filters()?;
+    let cgroup = hierarchy.create(&spec.id, &spec.limits)?;
+    match start(spec, hierarchy, &cgroup, &filters) {
+        Ok((pid, pidfd)) => Ok(Running { pid, pidfd, cgroup }),
+        Err(e) => {
+            let _ = cgroup.destroy();
+            Err(e)
+        }
+    }
+}
+
+fn start(
+    spec: &SandboxSpec,
+    hierarchy: &Hierarchy,
+    cgroup: &Cgroup,
+    filters: &[seccompiler::BpfProgram],
+) -> Result<(Pid, OwnedFd), SandboxError> {
+    let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+        .map_err(sys("create the sync socketpair"))?;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.network == Network::Isolated {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let cgroup_mounts = hierarchy.mounts();
+    let _ = io::stdout().flush();
+    let pid = match clone_into_namespaces(flags).map_err(|source| SandboxError::Sys { op: "clone", source })? {
+        Cloned::Child => {
+            drop(ours);
+            let failure = init::run(spec, &cgroup_mounts, filters, &theirs);
+            let _ = rustix::io::write(&theirs, format!("{}:{}", failure.code, failure.message).as_bytes());
+            exit_now(failure.code);
+        }
+        Cloned::Parent(pid) => pid,
+    };
+    drop(theirs);
+    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(sys("pidfd_open"));
+    let released = cgroup.add(pid).map_err(SandboxError::from).and_then(|()| {
+        rustix::io::write(&ours, b"g").map_err(sys("release the container process"))?;
+        read_outcome(&ours)
+    });
+    match (released, pidfd) {
+        (Ok(()), Ok(pidfd)) => Ok((pid, pidfd)),
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            Err(e)
+        }
+    }
+}
+
+/// EOF: exec happened (the socket was close-on-exec). A message: "CODE:why".
+fn read_outcome(sock: &OwnedFd) -> Result<(), SandboxError> {
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::io::read(sock, &mut buf).map_err(sys("read from the container process"))?;
+    if n == 0 {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let (code, message) = text.split_once(':').unwrap_or(("125", &text));
+    Err(SandboxError::Init {
+        code: code.parse().unwrap_or(125),
+        message: message.to_string(),
+    })
+}
+
+/// The container's directory: overlay upper and work dirs, the mount point, and the
+/// generated /etc/hostname, /etc/hosts and /etc/resolv.conf.
+fn prepare_bundle(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    for sub in ["upper", "work", "rootfs"] {
+        let dir = spec.bundle.join(sub);
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+    }
+    let name = &spec.hostname;
+    let hosts = match spec.network {
+        Network::Isolated => {
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n")
+        }
+        Network::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
+    };
+    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for (file, text) in [
+        ("hostname", format!("{name}\n")),
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
+    ] {
+        let path = spec.bundle.join(file);
+        fs::write(&path, text).map_err(io_err("write", &path))?;
+    }
+    Ok(())
+}
+
+impl Running {
+    /// The container process's pid in petri's pid namespace.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// A pidfd of the container process: readable once it has exited.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    pub fn signal(&self, signal: Signal) -> Result<(), SandboxError> {
+        rustix::process::pidfd_send_signal(&self.pidfd, signal).map_err(sys("send a signal to the container"))
+    }
+
+    pub fn cpu_usage(&self) -> Result<Duration, SandboxError> {
+        Ok(self.cgroup.cpu_usage()?)
+    }
+
+    /// Waits for the container's process to exit (blocking).
+    pub fn wait(&self) -> Result<Exit, SandboxError> {
+        let status = loop {
+            match rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED) {
+                Ok(Some(status)) => break status,
+                Ok(None) => continue,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(sys("wait for the container")(e)),
+            }
+        };
+        let signal = status.terminating_signal();
+        let code = match (status.exit_status(), signal) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 125,
+        };
+        Ok(Exit {
+            code,
+            signal,
+            oom_killed: self.cgroup.oom_killed()?,
+        })
+    }
+
+    /// Kills whatever is left in the container's cgroup and removes it; removes the
+    /// bundle too when `remove_bundle`.
+    pub fn cleanup(self, bundle: &Path, remove_bundle: bool) -> Result<(), SandboxError> {
+        self.cgroup.destroy()?;
+        if remove_bundle {
+            fs::remove_dir_all(bundle).map_err(io_err("remove", bundle))?;
+        }
+        Ok(())
+    }
+}
+
+fn sys(op: &'static str) -> impl FnOnce(rustix::io::Errno) -> SandboxError {
+    move |e| SandboxError::Sys { op, source: e.into() }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SandboxError + 'a {
+    move |source| SandboxError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}

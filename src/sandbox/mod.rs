@@ -1,0 +1,86 @@
+//! The sandbox: run one image's process in new pid, mount, uts, ipc, net and cgroup
+//! namespaces, on an overlay of the image's layers, inside a cgroup with limits, with
+//! Docker's default capabilities and seccomp profile.
+//!
+//! The API is narrow on purpose: build a [`SandboxSpec`], [`launch`] it, then
+//! [`Running::wait`] / [`Running::signal`] / [`Running::cleanup`]. The CLI is one caller;
+//! pods and experiments will be others.
+//!
+//! Launching forks with namespace flags, which is only safe from a single-threaded
+//! process (DESIGN.md rule 1), and `launch` refuses otherwise. `petri run` calls it
+//! before any thread exists; the tokio control plane to come will call it from a
+//! launcher process it forks before starting its runtime.
+
+mod init;
+mod launch;
+mod mounts;
+mod plan;
+pub mod process;
+pub mod security;
+
+use std::path::PathBuf;
+
+pub use launch::{launch, Exit, Running};
+
+use crate::cgroup::Limits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A new network namespace with only `lo`, up.
+    Isolated,
+    /// The host's network namespace.
+    Host,
+}
+
+/// Everything needed to start one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Container id: names the cgroup and, by default, the hostname.
+    pub id: String,
+    pub hostname: String,
+    /// The store's layers directory; `lower` are paths relative to it, top layer first.
+    pub layers_dir: PathBuf,
+    pub lower: Vec<String>,
+    /// The container's own directory: upper/, work/, rootfs/ and the generated /etc files.
+    pub bundle: PathBuf,
+    /// (host source, container destination, read-only).
+    pub binds: Vec<(PathBuf, String, bool)>,
+    pub process: ProcessSpec,
+    pub limits: Limits,
+    pub network: Network,
+    pub shm_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: Option<String>,
+    /// Keep stdin open (`-i`); otherwise it is /dev/null.
+    pub stdin: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
+    #[error("{op}: {source}")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container process failed before exec; `code` is what petri should exit with.
+    #[error("{message}")]
+    Init { code: i32, message: String },
+}

@@ -1,0 +1,265 @@
+//! The container's filesystem as a list of operations, computed from the spec without
+//! touching the system (bubblewrap's "parse into setup ops, then execute"). Tests check
+//! the list; `mounts` executes it inside the new mount namespace.
+
+use std::path::PathBuf;
+
+use rustix::mount::MountFlags;
+
+use crate::cgroup::CgroupMounts;
+
+/// One step; every `target` is an absolute path inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// Mount a fresh filesystem (proc, tmpfs, devpts, ...) on a directory.
+    Fs {
+        fstype: &'static str,
+        target: String,
+        flags: MountFlags,
+        data: String,
+    },
+    /// Bind a host path (file or directory) over `target`, recursively; read-only binds
+    /// are made read-only with every submount.
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+    /// A character device node in the container's /dev.
+    Device {
+        target: String,
+        major: u32,
+        minor: u32,
+    },
+    Symlink {
+        target: String,
+        points_to: String,
+    },
+    /// Hide a file (bind /dev/null over it) or a directory (read-only empty tmpfs).
+    Mask {
+        target: String,
+    },
+    /// Re-bind a path onto itself read-only.
+    ReadOnly {
+        target: String,
+    },
+    /// Make the mount already at `target` (and its submounts) read-only.
+    Seal {
+        target: String,
+    },
+}
+
+/// The inputs the plan depends on.
+pub struct PlanInput<'a> {
+    pub shm_bytes: u64,
+    pub binds: &'a [(PathBuf, String, bool)],
+    pub etc_files: &'a [(PathBuf, &'static str)],
+    pub cgroups: &'a CgroupMounts,
+}
+
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+const LINKS: &[(&str, &str)] = &[
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+    ("/dev/ptmx", "pts/ptmx"),
+    ("/dev/core", "/proc/kcore"),
+];
+/// Docker's masked and read-only paths.
+const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READ_ONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Everything mounted after the root filesystem, in order.
+pub fn plan(input: &PlanInput) -> Vec<MountOp> {
+    let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
+    let fs = |fstype, target: &str, flags, data: &str| MountOp::Fs {
+        fstype,
+        target: target.to_string(),
+        flags,
+        data: data.to_string(),
+    };
+    let mut ops = vec![
+        fs("proc", "/proc", nosuid_nodev | MountFlags::NOEXEC, ""),
+        fs(
+            "tmpfs",
+            "/dev",
+            MountFlags::NOSUID | MountFlags::STRICTATIME,
+            "mode=755,size=65536k",
+        ),
+    ];
+    ops.extend(DEVICES.iter().map(|&(t, major, minor)| MountOp::Device {
+        target: t.into(),
+        major,
+        minor,
+    }));
+    ops.extend(LINKS.iter().map(|&(t, p)| MountOp::Symlink {
+        target: t.into(),
+        points_to: p.into(),
+    }));
+    ops.push(fs(
+        "devpts",
+        "/dev/pts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    ));
+    ops.push(fs(
+        "tmpfs",
+        "/dev/shm",
+        nosuid_nodev | MountFlags::NOEXEC,
+        &format!("mode=1777,size={}", input.shm_bytes),
+    ));
+    ops.push(fs("mqueue", "/dev/mqueue", nosuid_nodev | MountFlags::NOEXEC, ""));
+    let ro_sys = nosuid_nodev | MountFlags::NOEXEC | MountFlags::RDONLY;
+    ops.push(fs("sysfs", "/sys", ro_sys, ""));
+    ops.extend(cgroup_ops(input.cgroups, ro_sys));
+    for (source, target) in input.etc_files {
+        ops.push(MountOp::Bind {
+            source: source.clone(),
+            target: (*target).to_string(),
+            readonly: false,
+        });
+    }
+    for (source, target, readonly) in input.binds {
+        ops.push(MountOp::Bind {
+            source: source.clone(),
+            target: target.clone(),
+            readonly: *readonly,
+        });
+    }
+    ops.extend(MASKED.iter().map(|t| MountOp::Mask { target: t.to_string() }));
+    ops.extend(READ_ONLY.iter().map(|t| MountOp::ReadOnly { target: t.to_string() }));
+    ops
+}
+
+/// /sys/fs/cgroup, read-only: cgroup2 when the host is pure v2; otherwise a tmpfs with
+/// each v1 hierarchy (and the v2 part of a hybrid host) mounted in it. With a cgroup
+/// namespace each shows the container's own cgroup as its root.
+fn cgroup_ops(mounts: &CgroupMounts, ro: MountFlags) -> Vec<MountOp> {
+    let fs = |fstype, target: String, data: &str| MountOp::Fs {
+        fstype,
+        target,
+        flags: ro,
+        data: data.to_string(),
+    };
+    if mounts.v1.is_empty() {
+        return vec![fs("cgroup2", "/sys/fs/cgroup".into(), "")];
+    }
+    // The tmpfs is made read-only once the hierarchies' mount points are in it.
+    let mut ops = vec![MountOp::Fs {
+        fstype: "tmpfs",
+        target: "/sys/fs/cgroup".into(),
+        flags: ro.difference(MountFlags::RDONLY),
+        data: "mode=755".into(),
+    }];
+    for (options, host) in &mounts.v1 {
+        let name = host.file_name().and_then(|n| n.to_str()).unwrap_or(options);
+        ops.push(fs("cgroup", format!("/sys/fs/cgroup/{name}"), options));
+    }
+    if mounts.unified.is_some() {
+        ops.push(fs("cgroup2", "/sys/fs/cgroup/unified".into(), ""));
+    }
+    ops.push(MountOp::Seal {
+        target: "/sys/fs/cgroup".into(),
+    });
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(cgroups: &'a CgroupMounts, binds: &'a [(PathBuf, String, bool)]) -> PlanInput<'a> {
+        PlanInput {
+            shm_bytes: 64 << 20,
+            binds,
+            etc_files: &[],
+            cgroups,
+        }
+    }
+
+    #[test]
+    fn proc_and_dev_come_first_masks_last() {
+        let cg = CgroupMounts {
+            unified: Some("/sys/fs/cgroup".into()),
+            v1: vec![],
+        };
+        let binds = [(PathBuf::from("/data"), "/mnt/data".to_string(), true)];
+        let ops = plan(&input(&cg, &binds));
+        assert!(matches!(&ops[0], MountOp::Fs { fstype: "proc", target, .. } if target == "/proc"));
+        assert!(matches!(&ops[1], MountOp::Fs { fstype: "tmpfs", target, .. } if target == "/dev"));
+        let shm = ops
+            .iter()
+            .find(|o| matches!(o, MountOp::Fs { target, .. } if target == "/dev/shm"));
+        assert!(matches!(shm, Some(MountOp::Fs { data, .. }) if data.contains("size=67108864")));
+        let bind = ops
+            .iter()
+            .position(|o| matches!(o, MountOp::Bind { readonly: true, .. }))
+            .unwrap();
+        let first_mask = ops.iter().position(|o| matches!(o, MountOp::Mask { .. })).unwrap();
+        assert!(
+            bind < first_mask,
+            "masks must come after user binds so a bind cannot unmask"
+        );
+        assert!(ops.contains(&MountOp::Mask {
+            target: "/proc/kcore".into()
+        }));
+        assert!(ops
+            .iter()
+            .any(|o| matches!(o, MountOp::Fs { fstype: "cgroup2", flags, .. } if flags.contains(MountFlags::RDONLY))));
+    }
+
+    #[test]
+    fn hybrid_cgroups_get_a_tmpfs_with_each_hierarchy() {
+        let cg = CgroupMounts {
+            unified: Some("/sys/fs/cgroup/unified".into()),
+            v1: vec![
+                ("memory".into(), "/sys/fs/cgroup/memory".into()),
+                ("cpu".into(), "/sys/fs/cgroup/cpu".into()),
+            ],
+        };
+        let ops = cgroup_ops(&cg, MountFlags::RDONLY);
+        let targets: Vec<&str> = ops
+            .iter()
+            .map(|o| match o {
+                MountOp::Fs { target, .. } => target.as_str(),
+                _ => "",
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                "/sys/fs/cgroup",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/unified",
+                ""
+            ]
+        );
+        assert_eq!(
+            ops.last(),
+            Some(&MountOp::Seal {
+                target: "/sys/fs/cgroup".into()
+            })
+        );
+    }
+}

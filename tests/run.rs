@@ -1,0 +1,363 @@
+//! `petri run` end to end on the busybox test image: the process contract (exit codes,
+//! signals, env, working dir, users, entrypoint/cmd), isolation (mounts, masked paths,
+//! capabilities, seccomp, descriptors) and limits (pids, memory, cpu). Needs root.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{busybox, is_root, require, Root};
+
+/// A root with busybox loaded, or None (after printing why) when not root.
+fn setup(test: &str) -> Option<Root> {
+    if !require(test, is_root(), "needs root (namespaces, overlay, cgroups)") {
+        return None;
+    }
+    let root = Root::new();
+    root.ok(&[Path::new("image"), Path::new("load"), &busybox()]);
+    Some(root)
+}
+
+fn run(root: &Root, args: &[&str]) -> Output {
+    let mut all = vec!["run", "--rm"];
+    all.extend_from_slice(args);
+    root.run(&all)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `script` with busybox sh; returns (exit code, stdout).
+fn sh(root: &Root, extra: &[&str], script: &str) -> (i32, String) {
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&["busybox", "sh", "-c", script]);
+    let out = run(root, &args);
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+#[test]
+fn hello_and_exit_codes() {
+    let Some(root) = setup("hello_and_exit_codes") else {
+        return;
+    };
+    let out = run(&root, &["busybox", "echo", "hello"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "hello\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sh(&root, &[], "exit 3").0, 3);
+    // The same through --image and --.
+    let out = root.run(&[
+        "run",
+        "--rm",
+        "--image",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo via-flag; exit 7",
+    ]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(7), "via-flag\n"));
+    let out = run(&root, &["busybox", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(stderr(&out).contains("executable file not found"), "{}", stderr(&out));
+}
+
+#[test]
+fn sigterm_to_petri_reaches_the_container() {
+    let Some(root) = setup("sigterm_to_petri_reaches_the_container") else {
+        return;
+    };
+    let mut child = root
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "got-term");
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+}
+
+/// The container's pid 1 killed from outside: petri exits 128 + SIGKILL.
+#[test]
+fn a_killed_container_exits_128_plus_signal() {
+    let Some(root) = setup("a_killed_container_exits_128_plus_signal") else {
+        return;
+    };
+    let mut child = root
+        .cmd()
+        .args(["run", "--rm", "busybox", "sh", "-c", "echo ready; exec sleep 987654"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let pid = (0..100)
+        .find_map(|_| {
+            let found = find_process(b"sleep\0987654\0");
+            if found.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            found
+        })
+        .expect("the container's sleep never appeared");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+}
+
+fn find_process(cmdline: &[u8]) -> Option<rustix::process::Pid> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        (std::fs::read(e.path().join("cmdline")).ok()? == cmdline).then(|| rustix::process::Pid::from_raw(pid))?
+    })
+}
+
+#[test]
+fn env_workdir_hostname() {
+    let Some(root) = setup("env_workdir_hostname") else {
+        return;
+    };
+    let (code, out) = sh(
+        &root,
+        &[
+            "--env",
+            "A=1",
+            "-e",
+            "B=two words",
+            "--name",
+            "box-1",
+            "--workdir",
+            "/tmp/work",
+        ],
+        r#"echo "$A|$B|$PATH|$HOSTNAME|$HOME"; pwd; hostname; cat /etc/hostname"#,
+    );
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "1|two words|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|box-1|/root",
+            "/tmp/work",
+            "box-1",
+            "box-1"
+        ]
+    );
+}
+
+#[test]
+fn users_and_groups_come_from_the_image() {
+    let Some(root) = setup("users_and_groups_come_from_the_image") else {
+        return;
+    };
+    let (_, out) = sh(&root, &["--user", "app"], "id; echo $HOME");
+    assert_eq!(
+        out,
+        "uid=1000(app) gid=1000(app) groups=44(video),50(staff),1000(app)\n/home/app\n"
+    );
+    let (_, out) = sh(&root, &["--user", "1000:50"], "id -u; id -g");
+    assert_eq!(out, "1000\n50\n");
+    let (_, out) = sh(&root, &[], "id -u");
+    assert_eq!(out, "0\n");
+    let out = run(&root, &["--user", "nosuch", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("user \"nosuch\" not found"), "{}", stderr(&out));
+}
+
+#[test]
+fn entrypoint_and_cmd_overrides() {
+    let Some(root) = setup("entrypoint_and_cmd_overrides") else {
+        return;
+    };
+    let text = |args: &[&str]| {
+        let out = root.run(&[&["run", "--rm"], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    // The image's Cmd is ["sh"]: with stdin at /dev/null it reads nothing and exits 0.
+    assert_eq!(text(&["busybox"]), "");
+    assert_eq!(text(&["busybox", "echo", "a", "b"]), "a b\n");
+    assert_eq!(
+        text(&["--entrypoint", "echo from-entrypoint", "busybox"]),
+        "from-entrypoint\n"
+    );
+    assert_eq!(text(&["--entrypoint", "echo", "busybox", "x", "y"]), "x y\n");
+    assert_eq!(
+        text(&["--entrypoint", "sh -c 'echo \"$0 $1\"' zero", "busybox", "one"]),
+        "zero one\n"
+    );
+}
+
+#[test]
+fn read_only_mounts_and_submounts_refuse_writes() {
+    let Some(root) = setup("read_only_mounts_and_submounts_refuse_writes") else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("sub")).unwrap();
+    std::fs::write(host.path().join("file"), "host data").unwrap();
+    // A submount under the source, in a private mount namespace that dies with the shell.
+    let petri = env!("CARGO_BIN_EXE_petri");
+    let script = format!(
+        "mount -t tmpfs sub {d}/sub && {petri} --root {r} run --rm --mount {d}:/data --mount {d}:/rw:rw busybox sh -c \
+         'cat /data/file; touch /data/x 2>&1; touch /data/sub/y 2>&1; touch /rw/ok && echo rw-ok'",
+        d = host.path().display(),
+        r = root.path().display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.starts_with("host data"), "{text}{}", stderr(&out));
+    assert_eq!(text.matches("Read-only file system").count(), 2, "{text}");
+    assert!(text.contains("rw-ok"), "{text}");
+    assert!(host.path().join("ok").exists());
+    assert!(!host.path().join("x").exists());
+}
+
+#[test]
+fn host_files_and_masked_paths_are_out_of_reach() {
+    let Some(root) = setup("host_files_and_masked_paths_are_out_of_reach") else {
+        return;
+    };
+    let secret = root.path().join("host-secret");
+    std::fs::write(&secret, "secret").unwrap();
+    // On the host these are not empty, so an empty read inside means masked.
+    assert!(!std::fs::read("/proc/timer_list").unwrap().is_empty());
+    let script = format!(
+        "cat {s} 2>&1; wc -c < /proc/timer_list; ls /proc/acpi 2>&1 | wc -l; (echo 1 > /proc/sys/kernel/ostype) 2>&1; \
+         touch /sys/x 2>&1; ls /proc | grep -c '^[0-9]'",
+        s = secret.display()
+    );
+    let (_, out) = sh(&root, &[], &script);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert!(lines[0].contains("No such file"), "{out}");
+    assert_eq!(lines[1], "0", "/proc/timer_list is not masked: {out}");
+    assert_eq!(lines[2], "0", "/proc/acpi is not masked: {out}");
+    assert!(lines[3].contains("Read-only file system"), "{out}");
+    assert!(lines[4].contains("Read-only file system"), "{out}");
+    // Only the container's own processes: sh, ls, grep (and maybe a subshell).
+    assert!(lines[5].parse::<u32>().unwrap() <= 4, "{out}");
+}
+
+#[test]
+fn privileges_are_reduced() {
+    let Some(root) = setup("privileges_are_reduced") else {
+        return;
+    };
+    let (_, out) = sh(
+        &root,
+        &[],
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; mount -t tmpfs t /mnt 2>&1; \
+         unshare -m true 2>&1; ls /proc/self/fd; readlink /proc/self/cwd",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    // Docker's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+    // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert_eq!(lines[0], "CapEff:\t00000000a80425fb", "{out}");
+    assert_eq!(lines[1], "CapBnd:\t00000000a80425fb", "{out}");
+    assert_eq!(lines[2], "NoNewPrivs:\t1", "{out}");
+    assert!(lines[3].starts_with("Seccomp:\t2"), "{out}");
+    // busybox mount words EPERM as "permission denied (are you root?)".
+    assert!(
+        lines[4].contains("ermission denied") || lines[4].contains("not permitted"),
+        "{out}"
+    );
+    assert!(lines[5].contains("Operation not permitted"), "{out}");
+    // ls's own directory fd (3) is the only one above 2.
+    assert_eq!(lines[6..lines.len() - 1].join(" "), "0 1 2 3", "{out}");
+    assert_eq!(lines[lines.len() - 1], "/", "{out}");
+    let (_, out) = sh(&root, &["--user", "app"], "grep CapEff /proc/self/status");
+    assert_eq!(out, "CapEff:\t0000000000000000\n");
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    let Some(root) = setup("a_fork_bomb_stops_at_the_pids_limit") else {
+        return;
+    };
+    // The bomb runs in a subshell that dies when fork fails; the count is read with
+    // shell builtins only, since no fork is left. Inside, /sys/fs/cgroup is our cgroup.
+    let script = r#"( while :; do sleep 30 & done ) 2>/dev/null
+        f=/sys/fs/cgroup/pids/pids.current; [ -f $f ] || f=/sys/fs/cgroup/pids.current
+        read n < $f; echo $n"#;
+    let (code, out) = sh(&root, &["--pids-limit", "32"], script);
+    assert_eq!(code, 0, "{out}");
+    let procs: u32 = out.trim().parse().unwrap();
+    assert!((30..=32).contains(&procs), "{procs} processes under a limit of 32");
+    // The sleeps died with the container; the host goes on.
+    assert_eq!(sh(&root, &[], "echo fine").1, "fine\n");
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_with_137() {
+    let Some(root) = setup("a_memory_hog_is_oom_killed_with_137") else {
+        return;
+    };
+    let out = run(
+        &root,
+        &[
+            "--memory",
+            "32Mi",
+            "busybox",
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "stdout {} stderr {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("out of memory"), "{}", stderr(&out));
+}
+
+#[test]
+fn half_a_core_is_half_a_core() {
+    let Some(root) = setup("half_a_core_is_half_a_core") else {
+        return;
+    };
+    // Inside, /sys/fs/cgroup shows the container's own cgroup (cgroup namespace).
+    let script = r#"
+        usage() { if [ -f /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then cat /sys/fs/cgroup/cpuacct/cpuacct.usage;
+                  else echo $(( $(grep usage_usec /sys/fs/cgroup/cpu.stat | cut -d' ' -f2) * 1000 )); fi; }
+        ( while :; do :; done ) & ( while :; do :; done ) &
+        sleep 1; u1=$(usage); t1=$(cut -d' ' -f1 /proc/uptime)
+        sleep 3; u2=$(usage); t2=$(cut -d' ' -f1 /proc/uptime)
+        echo $u1 $u2 $t1 $t2"#;
+    let (code, out) = sh(&root, &["--cpu", "0.5"], script);
+    assert_eq!(code, 0, "{out}");
+    let v: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let cores = (v[1] - v[0]) / 1e9 / (v[3] - v[2]);
+    assert!(
+        (0.35..=0.6).contains(&cores),
+        "two busy loops under --cpu 0.5 used {cores:.2} cores"
+    );
+}
