@@ -142,6 +142,18 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The `tasks` files of the v1 hierarchies. A single-threaded process joins them by
+    /// writing "0" to each itself: moving only the calling thread skips the global
+    /// threadgroup lock, and with it an RCU grace period (milliseconds) that writing a pid
+    /// to `cgroup.procs` costs. cgroup2 is joined at clone time (CLONE_INTO_CGROUP).
+    pub fn v1_task_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .filter(|(v, _)| *v == Version::V1)
+            .map(|(_, d)| d.join("tasks"))
+            .collect()
+    }
+
     /// The container's directory in each hierarchy (what [`Cgroup::destroy`] removes).
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|(_, d)| d.clone()).collect()

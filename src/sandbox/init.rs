@@ -1,14 +1,13 @@
 //! The child's half of a launch, run in the cloned process (pid 1 of the new pid
 //! namespace) from the clone to execve: the start sequence of runtime-notes.md, one step
 //! a line. It runs in a single-threaded copy of the launcher, allocates freely, and
-//! reports any failure to the parent over the sync socket before exiting.
+//! returns any failure for the launcher's copy of the code to report before exiting.
 
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::process::{self as rproc, Resource, Rlimit};
 use rustix::thread as rthread;
@@ -35,8 +34,8 @@ fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> InitFailu
 
 /// Everything from "the parent has put us in our cgroup" to execve. Returns only on
 /// failure.
-pub fn run(spec: &SandboxSpec, cgroups: &CgroupMounts, filters: &[BpfProgram], sync: &OwnedFd) -> InitFailure {
-    match setup(spec, cgroups, filters, sync) {
+pub fn run(spec: &SandboxSpec, task_files: &[PathBuf], cgroups: &CgroupMounts, filters: &[BpfProgram]) -> InitFailure {
+    match setup(spec, task_files, cgroups, filters) {
         Ok(never) => match never {},
         Err(f) => f,
     }
@@ -46,11 +45,11 @@ enum Never {}
 
 fn setup(
     spec: &SandboxSpec,
+    task_files: &[PathBuf],
     cgroups: &CgroupMounts,
     filters: &[BpfProgram],
-    sync: &OwnedFd,
 ) -> Result<Never, InitFailure> {
-    wait_for_go(sync)?;
+    join_cgroups(task_files)?;
     // Out of petri's session: a Ctrl-C on the terminal reaches petri only, which forwards it.
     rproc::setsid().map_err(fail("setsid"))?;
     crate::sys::process::unshare_cgroup_namespace().map_err(fail("unshare the cgroup namespace"))?;
@@ -106,13 +105,15 @@ fn setup(
     Err(exec_failure(&spec.process.argv[0], err))
 }
 
-fn wait_for_go(sync: &OwnedFd) -> Result<(), InitFailure> {
-    let mut byte = [0u8; 1];
-    match rustix::io::read(sync, &mut byte) {
-        Ok(1) => Ok(()),
-        Ok(_) => Err(fail("wait for the launcher")("the launcher went away")),
-        Err(e) => Err(fail("wait for the launcher")(e)),
+/// Joins the v1 hierarchies (cgroup2 was joined at clone): see `Cgroup::v1_task_files`.
+fn join_cgroups(task_files: &[PathBuf]) -> Result<(), InitFailure> {
+    for file in task_files {
+        fs::write(file, "0").map_err(|e| InitFailure {
+            code: 125,
+            message: format!("join cgroup {}: {e}", file.display()),
+        })?;
     }
+    Ok(())
 }
 
 /// runtime-notes.md step 5: pivot into the rootfs and detach the old root.

@@ -9,8 +9,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
+use rustix::fs::{Mode, OFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
 use super::{init, security, Network, SandboxError, SandboxSpec};
 use crate::cgroup::{Cgroup, Hierarchy};
@@ -60,27 +61,32 @@ fn start(
         flags |= libc::CLONE_NEWNET;
     }
     let cgroup_mounts = hierarchy.mounts();
+    let task_files = cgroup.v1_task_files();
+    let unified = match cgroup.unified_dir() {
+        Some(dir) => Some(
+            rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| io_err("open cgroup", dir)(e.into()))?,
+        ),
+        None => None,
+    };
     let _ = io::stdout().flush();
-    let pid = match clone_into_namespaces(flags).map_err(|source| SandboxError::Sys { op: "clone", source })? {
+    let cloned = clone_into_namespaces(flags, unified.as_ref().map(|fd| fd.as_fd()))
+        .map_err(|source| SandboxError::Sys { op: "clone", source })?;
+    let (pid, pidfd) = match cloned {
         Cloned::Child => {
             drop(ours);
-            let failure = init::run(spec, &cgroup_mounts, filters, &theirs);
+            let failure = init::run(spec, &task_files, &cgroup_mounts, filters);
             let _ = rustix::io::write(&theirs, format!("{}:{}", failure.code, failure.message).as_bytes());
             exit_now(failure.code);
         }
-        Cloned::Parent(pid) => pid,
+        Cloned::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(theirs);
-    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(sys("pidfd_open"));
-    let released = cgroup.add(pid).map_err(SandboxError::from).and_then(|()| {
-        rustix::io::write(&ours, b"g").map_err(sys("release the container process"))?;
-        read_outcome(&ours)
-    });
-    match (released, pidfd) {
-        (Ok(()), Ok(pidfd)) => Ok((pid, pidfd)),
-        (Err(e), _) | (Ok(()), Err(e)) => {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    match read_outcome(&ours) {
+        Ok(()) => Ok((pid, pidfd)),
+        Err(e) => {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
+            let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
             Err(e)
         }
     }
