@@ -34,8 +34,8 @@ fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> InitFailu
 
 /// Everything from "the parent has put us in our cgroup" to execve. Returns only on
 /// failure.
-pub fn run(spec: &SandboxSpec, task_files: &[PathBuf], cgroups: &CgroupMounts, filters: &[BpfProgram]) -> InitFailure {
-    match setup(spec, task_files, cgroups, filters) {
+pub fn run(spec: &SandboxSpec, task_files: &[PathBuf], cgroups: &CgroupMounts, filter: &BpfProgram) -> InitFailure {
+    match setup(spec, task_files, cgroups, filter) {
         Ok(never) => match never {},
         Err(f) => f,
     }
@@ -47,7 +47,7 @@ fn setup(
     spec: &SandboxSpec,
     task_files: &[PathBuf],
     cgroups: &CgroupMounts,
-    filters: &[BpfProgram],
+    filter: &BpfProgram,
 ) -> Result<Never, InitFailure> {
     join_cgroups(task_files)?;
     // Out of petri's session: a Ctrl-C on the terminal reaches petri only, which forwards it.
@@ -95,7 +95,7 @@ fn setup(
     cloexec_all_fds()?;
     let env = with_home(&spec.process.env, &user.home);
     let program = find_program(&spec.process.argv[0], &env)?;
-    security::install_filters(filters).map_err(fail("seccomp"))?;
+    security::install_filter(filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&spec.process.argv[0])
         .args(&spec.process.argv[1..])

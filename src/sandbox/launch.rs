@@ -37,9 +37,9 @@ pub struct Running {
 /// Starts the sandbox. Must be called from a single-threaded process.
 pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
     prepare_bundle(spec)?;
-    let filters = security::default_filters()?;
+    let filter = security::default_filter()?;
     let cgroup = hierarchy.create(&spec.id, &spec.limits)?;
-    match start(spec, hierarchy, &cgroup, &filters) {
+    match start(spec, hierarchy, &cgroup, &filter) {
         Ok((pid, pidfd)) => Ok(Running { pid, pidfd, cgroup }),
         Err(e) => {
             let _ = cgroup.destroy();
@@ -52,7 +52,7 @@ fn start(
     spec: &SandboxSpec,
     hierarchy: &Hierarchy,
     cgroup: &Cgroup,
-    filters: &[seccompiler::BpfProgram],
+    filter: &seccompiler::BpfProgram,
 ) -> Result<(Pid, OwnedFd), SandboxError> {
     let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
         .map_err(sys("create the sync socketpair"))?;
@@ -75,7 +75,7 @@ fn start(
     let (pid, pidfd) = match cloned {
         Cloned::Child => {
             drop(ours);
-            let failure = init::run(spec, &task_files, &cgroup_mounts, filters);
+            let failure = init::run(spec, &task_files, &cgroup_mounts, filter);
             let _ = rustix::io::write(&theirs, format!("{}:{}", failure.code, failure.message).as_bytes());
             exit_now(failure.code);
         }

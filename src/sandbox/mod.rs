@@ -16,6 +16,7 @@ mod launch;
 mod mounts;
 mod plan;
 pub mod process;
+mod seccomp;
 pub mod security;
 
 use std::path::PathBuf;

@@ -2,19 +2,18 @@
 //! and a seccomp filter equivalent to Docker's default profile.
 //!
 //! Seccomp uses `seccompiler` (rust-vmm, the compiler behind Firecracker's jailer): pure
-//! Rust, no libseccomp C library to install or link, compiles an allow list with argument
-//! conditions to classic BPF, and is maintained by people who run it in production. The
-//! profile follows moby's `profiles/seccomp/default.json`: an allow list of the syscalls a
+//! Rust, no libseccomp C library to install or link, maintained by people who run it in
+//! production. It installs the filter and is the reference the tests hold petri's own
+//! compact compiler (`seccomp`) to: seccompiler's linear programs cost ~1 ms to load per
+//! container. The profile follows moby's `profiles/seccomp/default.json`: an allow list of the syscalls a
 //! container needs with EPERM for the rest, so mount, unshare, setns, keyctl, bpf,
 //! pivot_root, kexec, module loading and the like fail; `clone` is allowed only without
 //! namespace flags, and `clone3` answers ENOSYS so libc falls back to `clone`.
 
-use std::collections::BTreeMap;
-
 use rustix::thread::{self as rthread, CapabilitySet, CapabilitySets};
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-};
+use seccompiler::BpfProgram;
+
+use super::seccomp::{self, Rule};
 
 /// Docker's default capabilities.
 pub const DEFAULT_CAPS: CapabilitySet = CapabilitySet::CHOWN
@@ -41,7 +40,7 @@ pub enum SecurityError {
         source: std::io::Error,
     },
     #[error("building the seccomp filter: {0}")]
-    Seccomp(#[from] seccompiler::BackendError),
+    Seccomp(#[from] seccomp::TooLarge),
     #[error("installing the seccomp filter: {0}")]
     SeccompInstall(#[from] seccompiler::Error),
 }
@@ -86,50 +85,37 @@ pub fn set_no_new_privs() -> Result<(), SecurityError> {
     rthread::set_no_new_privs(true).map_err(sys("set no_new_privs"))
 }
 
-/// Compiles the default profile for this machine's architecture: two programs, both
-/// installed (the kernel runs every filter and takes the strictest answer).
-pub fn default_filters() -> Result<Vec<BpfProgram>, SecurityError> {
-    let arch = std::env::consts::ARCH.try_into()?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().chain(LEGACY).map(|&nr| (nr, Vec::new())).collect();
-    // clone: any flags but the namespace ones (Docker: arg0 & 0x7E020000 == 0).
-    let no_namespaces = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(0x7E02_0000), 0)?;
-    rules.insert(libc::SYS_clone, vec![SeccompRule::new(vec![no_namespaces])?]);
-    // personality: only the harmless personas Docker allows.
-    let personas = [0u64, 0x0008, 0x20000, 0x20008, 0xffff_ffff];
-    let persona_rules = personas
+/// Docker's allowed personas for personality(2).
+const PERSONAS: &[u32] = &[0, 0x0008, 0x20000, 0x20008, 0xffff_ffff];
+/// clone(2) flags that create namespaces: clone is allowed only without them.
+const CLONE_NAMESPACE_FLAGS: u32 = 0x7E02_0000;
+
+/// The default profile as rules: the allow list, clone without namespace flags, the
+/// harmless personas, and ENOSYS for clone3 (its flags live in memory where a filter
+/// cannot look, so libc must fall back to clone). Everything else: EPERM.
+fn default_rules() -> Vec<(u32, Rule)> {
+    let mut rules: Vec<(u32, Rule)> = ALLOWED
         .iter()
-        .map(|&p| {
-            SeccompRule::new(vec![SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                p,
-            )?])
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    rules.insert(libc::SYS_personality, persona_rules);
-    let allow_list = SeccompFilter::new(
-        rules,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        arch,
-    )?;
-    // clone3 cannot be filtered by flags (they are in memory): make libc fall back to clone.
-    let no_clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )?;
-    Ok(vec![allow_list.try_into()?, no_clone3.try_into()?])
+        .chain(LEGACY)
+        .map(|&nr| (nr as u32, Rule::Allow))
+        .collect();
+    rules.push((
+        libc::SYS_clone as u32,
+        Rule::AllowUnlessArg0Masked(CLONE_NAMESPACE_FLAGS),
+    ));
+    rules.push((libc::SYS_personality as u32, Rule::AllowIfArg0In(PERSONAS)));
+    rules.push((libc::SYS_clone3 as u32, Rule::Errno(libc::ENOSYS as u32)));
+    rules
 }
 
-/// Installs the filters (after no_new_privs, as the last step before exec).
-pub fn install_filters(filters: &[BpfProgram]) -> Result<(), SecurityError> {
-    for f in filters {
-        seccompiler::apply_filter(f)?;
-    }
-    Ok(())
+/// Compiles the default profile for this machine's architecture.
+pub fn default_filter() -> Result<BpfProgram, SecurityError> {
+    Ok(seccomp::compile(&default_rules(), Rule::Errno(libc::EPERM as u32))?)
+}
+
+/// Installs the filter (after no_new_privs, as the last step before exec).
+pub fn install_filter(filter: &BpfProgram) -> Result<(), SecurityError> {
+    Ok(seccompiler::apply_filter(filter)?)
 }
 
 macro_rules! syscalls {
@@ -441,21 +427,84 @@ const LEGACY: &[i64] = &[];
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use seccompiler::{SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
+
     use super::*;
+    use crate::sandbox::seccomp::{run, AUDIT_ARCH, RET_ALLOW};
+
+    /// The same profile through seccompiler, the reference.
+    fn reference() -> BpfProgram {
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().chain(LEGACY).map(|&nr| (nr, vec![])).collect();
+        let masked = SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS as u64);
+        let clone = SeccompCondition::new(0, SeccompCmpArgLen::Dword, masked, 0).unwrap();
+        rules.insert(libc::SYS_clone, vec![SeccompRule::new(vec![clone]).unwrap()]);
+        let personas = PERSONAS
+            .iter()
+            .map(|&p| {
+                let c = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, p as u64).unwrap();
+                SeccompRule::new(vec![c]).unwrap()
+            })
+            .collect();
+        rules.insert(libc::SYS_personality, personas);
+        let arch = std::env::consts::ARCH.try_into().unwrap();
+        let errno = SeccompAction::Errno(libc::EPERM as u32);
+        SeccompFilter::new(rules, errno, SeccompAction::Allow, arch)
+            .unwrap()
+            .try_into()
+            .unwrap()
+    }
 
     #[test]
-    fn filters_compile_and_deny_what_docker_denies() {
-        let filters = default_filters().unwrap();
-        assert_eq!(filters.len(), 2);
-        for denied in [
+    fn compact_filter_decides_like_seccompiler() {
+        let ours = default_filter().unwrap();
+        let theirs = reference();
+        assert!(ours.len() < 300, "compact program has {} instructions", ours.len());
+        let args = [
+            0u64,
+            0x0001_0000,
+            0x2000_0000,
+            0x0002_0000,
+            8,
+            0x20008,
+            0xffff_ffff,
+            0x7E02_0000,
+        ];
+        for nr in 0..1024u32 {
+            for &arg in &args {
+                let want = if nr == libc::SYS_clone3 as u32 {
+                    0x0005_0000 | libc::ENOSYS as u32
+                } else {
+                    run(&theirs, AUDIT_ARCH, nr, arg)
+                };
+                assert_eq!(run(&ours, AUDIT_ARCH, nr, arg), want, "syscall {nr} arg0 {arg:#x}");
+            }
+        }
+        assert_eq!(run(&ours, AUDIT_ARCH, libc::SYS_read as u32, 0), RET_ALLOW);
+    }
+
+    #[test]
+    fn denies_what_docker_denies() {
+        let ours = default_filter().unwrap();
+        for nr in [
             libc::SYS_mount,
             libc::SYS_unshare,
             libc::SYS_setns,
             libc::SYS_keyctl,
             libc::SYS_bpf,
+            libc::SYS_pivot_root,
         ] {
-            assert!(!ALLOWED.contains(&denied) && !LEGACY.contains(&denied));
+            assert_eq!(
+                run(&ours, AUDIT_ARCH, nr as u32, 0),
+                0x0005_0000 | libc::EPERM as u32,
+                "syscall {nr}"
+            );
         }
+        // clone creating a namespace is refused; a plain fork-like clone is not.
+        let clone = libc::SYS_clone as u32;
+        assert_ne!(run(&ours, AUDIT_ARCH, clone, libc::CLONE_NEWNS as u64), RET_ALLOW);
+        assert_eq!(run(&ours, AUDIT_ARCH, clone, libc::SIGCHLD as u64), RET_ALLOW);
     }
 
     #[test]
