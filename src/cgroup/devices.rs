@@ -9,7 +9,7 @@ use crate::sys::bpf::{self, DeviceAllow};
 use super::CgroupError;
 
 /// Which device nodes a rule covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DeviceKind {
     Char,
     Block,
@@ -18,7 +18,7 @@ pub enum DeviceKind {
 }
 
 /// One allowed device (or device class). `None` numbers match any.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DeviceRule {
     pub kind: DeviceKind,
     pub major: Option<u32>,

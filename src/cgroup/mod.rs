@@ -82,7 +82,7 @@ impl CgroupError {
 }
 
 /// What a container may use. `None` means no limit of that kind.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// CPU time in cores (0.5 = half of one core), enforced per 100 ms period.
     pub cpu: Option<f64>,

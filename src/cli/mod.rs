@@ -53,6 +53,10 @@ pub enum Command {
     Image(image::ImageCommand),
     /// Run an image's process in a sandbox: `petri run --rm busybox echo hello`.
     Run(Box<run::RunArgs>),
+    /// Internal: the single-threaded helper that launches sandboxes for a
+    /// multi-threaded petri (see sandbox::launcher).
+    #[command(name = "__launcher", hide = true)]
+    Launcher,
 }
 
 pub fn init_tracing(verbose: bool) {
@@ -75,5 +79,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.global.root, &printer),
         Command::Run(args) => run::run(*args, &cli.global.root),
+        Command::Launcher => {
+            crate::sandbox::launcher::serve()?;
+            Ok(0)
+        }
     }
 }

@@ -15,10 +15,10 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
 use super::{init, security, Network, SandboxError, SandboxSpec};
 use crate::cgroup::{Cgroup, Hierarchy};
-use crate::sys::process::{clone_into_namespaces, exit_now, Cloned};
+use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
 
 /// How the container's process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exit {
     /// The exit status, or 128 + signal when killed (Docker's convention).
     pub code: i32,
@@ -36,6 +36,7 @@ pub struct Running {
 
 /// Starts the sandbox. Must be called from a single-threaded process.
 pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
+    ensure_single_threaded().map_err(|source| SandboxError::Sys { op: "launch", source })?;
     prepare_bundle(spec)?;
     let filter = security::default_filter()?;
     let cgroup = hierarchy.create(&spec.id, &spec.limits)?;

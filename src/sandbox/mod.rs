@@ -8,11 +8,14 @@
 //!
 //! Launching forks with namespace flags, which is only safe from a single-threaded
 //! process (DESIGN.md rule 1), and `launch` refuses otherwise. `petri run` calls it
-//! before any thread exists; the tokio control plane to come will call it from a
-//! launcher process it forks before starting its runtime.
+//! directly, before any thread exists. A multi-threaded caller (the tokio control plane
+//! to come, or a test) uses [`launcher::Launcher`] instead: a re-executed `petri`
+//! helper, single-threaded by construction, that launches, waits and cleans up on its
+//! behalf and reports over a socket.
 
 mod init;
 mod launch;
+pub mod launcher;
 mod mounts;
 mod plan;
 pub mod process;
@@ -21,11 +24,13 @@ pub mod security;
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 pub use launch::{launch, Exit, Running};
 
 use crate::cgroup::Limits;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
     /// A new network namespace with only `lo`, up.
     Isolated,
@@ -34,7 +39,7 @@ pub enum Network {
 }
 
 /// Everything needed to start one sandbox.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxSpec {
     /// Container id: names the cgroup and, by default, the hostname.
     pub id: String,
@@ -52,7 +57,7 @@ pub struct SandboxSpec {
     pub shm_bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessSpec {
     pub argv: Vec<String>,
     pub env: Vec<String>,

@@ -19,12 +19,7 @@ pub enum Cloned {
 /// Refuses to run in a multi-threaded process: a child of one may inherit a lock (in the
 /// allocator, in logging) held by a thread that does not exist in the child, and hang.
 pub fn clone_into_namespaces(flags: i32, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Cloned> {
-    let threads = thread_count()?;
-    if threads != 1 {
-        return Err(io::Error::other(format!(
-            "cannot create namespaces from a process with {threads} threads; launch from a single-threaded process"
-        )));
-    }
+    ensure_single_threaded()?;
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags: flags as u64 | CLONE_PIDFD,
@@ -76,6 +71,17 @@ struct CloneArgs {
     set_tid: u64,
     set_tid_size: u64,
     cgroup: u64,
+}
+
+/// Fails unless this process has exactly one thread.
+pub fn ensure_single_threaded() -> io::Result<()> {
+    match thread_count()? {
+        1 => Ok(()),
+        n => Err(io::Error::other(format!(
+            "cannot create namespaces from a process with {n} threads; \
+             use sandbox::launcher::Launcher from a multi-threaded process"
+        ))),
+    }
 }
 
 fn thread_count() -> io::Result<usize> {
