@@ -35,6 +35,7 @@ fn spec(root: &Root, out: &Path, id: &str, script: &str) -> SandboxSpec {
             cwd: "/".into(),
             user: None,
             stdin: false,
+            tty: false,
         },
         limits: Limits::default(),
         network: Network::Isolated,

@@ -212,6 +212,28 @@ fn entrypoint_and_cmd_overrides() {
 }
 
 #[test]
+fn tty_gives_a_terminal_from_the_containers_devpts() {
+    let Some(root) = setup("tty_gives_a_terminal_from_the_containers_devpts") else {
+        return;
+    };
+    let out = run(
+        &root,
+        &[
+            "-t",
+            "busybox",
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo tty-ok $TERM; tty; ls /dev/pts",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A terminal turns \n into \r\n; `tty` names a node that exists inside.
+    assert_eq!(stdout(&out), "tty-ok xterm\r\n/dev/pts/0\r\n0     ptmx\r\n");
+    let out = run(&root, &["busybox", "sh", "-c", "[ -t 1 ] || echo no-tty"]);
+    assert_eq!(stdout(&out), "no-tty\n");
+}
+
+#[test]
 fn read_only_mounts_and_submounts_refuse_writes() {
     let Some(root) = setup("read_only_mounts_and_submounts_refuse_writes") else {
         return;

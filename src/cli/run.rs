@@ -1,7 +1,7 @@
 //! `petri run`: one image's process in a sandbox, in the foreground: output streamed,
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT forwarded, the container's exit code passed through.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Keep stdin open.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Give the process a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Which image of a multi-platform index.
     #[arg(long)]
     platform: Option<Platform>,
@@ -106,7 +109,7 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
             .collect::<anyhow::Result<_>>()?,
         process: ProcessSpec {
             argv: process::command(&config, args.entrypoint.as_deref(), &command)?,
-            env: process::environment(&config, &args.env, &name)?,
+            env: with_term(process::environment(&config, &args.env, &name)?, args.tty),
             cwd: args
                 .workdir
                 .clone()
@@ -115,6 +118,7 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
                 .unwrap_or("/".into()),
             user: args.user.clone().or(config.user.clone()).filter(|u| !u.is_empty()),
             stdin: args.interactive,
+            tty: args.tty,
         },
         limits: Limits {
             cpu: args.cpu,
@@ -144,7 +148,12 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
             return Err(e).context("starting the container");
         }
     };
-    forward.until_exit(&running)?;
+    let raw = match (args.tty && args.interactive, running.tty()) {
+        (true, Some(_)) => RawMode::enter(),
+        _ => None,
+    };
+    forward.until_exit(&running, args.interactive)?;
+    drop(raw);
     let exit = running.wait()?;
     running.cleanup(&spec.bundle, args.rm)?;
     if exit.oom_killed && exit.signal == Some(Signal::KILL.as_raw()) {
@@ -181,18 +190,29 @@ impl Forwarder {
         Ok(Forwarder { flags, wake: read })
     }
 
-    /// Forwards signals until the container's process has exited.
-    fn until_exit(&self, running: &sandbox::Running) -> anyhow::Result<()> {
+    /// Forwards signals, and relays the terminal when there is one, until the
+    /// container's process has exited.
+    fn until_exit(&self, running: &sandbox::Running, interactive: bool) -> anyhow::Result<()> {
+        let tty = running.tty();
+        let (mut tty_open, mut stdin_open) = (tty.is_some(), tty.is_some() && interactive);
         loop {
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::from_borrowed_fd(running.pidfd(), PollFlags::IN),
                 PollFd::new(&self.wake, PollFlags::IN),
             ];
+            if let (Some(t), true) = (tty, tty_open) {
+                fds.push(PollFd::from_borrowed_fd(t, PollFlags::IN));
+            }
+            if stdin_open {
+                fds.push(PollFd::from_borrowed_fd(rustix::stdio::stdin(), PollFlags::IN));
+            }
             match poll(&mut fds, None) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e).context("waiting for the container"),
             }
-            let exited = fds[0].revents().contains(PollFlags::IN);
+            let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+            drop(fds);
+            let exited = ready[0];
             let mut drain = [0u8; 64];
             while rustix::io::read(self.wake.as_fd(), &mut drain).is_ok_and(|n| n > 0) {}
             for (sig, flag) in &self.flags {
@@ -200,11 +220,70 @@ impl Forwarder {
                     let _ = running.signal(*sig);
                 }
             }
+            if let Some(t) = tty {
+                if tty_open && ready.get(2) == Some(&true) {
+                    tty_open = copy_once(t, rustix::stdio::stdout());
+                }
+                let stdin_at = if tty_open { 3 } else { 2 };
+                if stdin_open && ready.get(stdin_at) == Some(&true) {
+                    stdin_open = copy_once(rustix::stdio::stdin(), t);
+                }
+            }
             if exited {
+                if let (Some(t), true) = (tty, tty_open) {
+                    while copy_once(t, rustix::stdio::stdout()) {}
+                }
                 return Ok(());
             }
         }
     }
+}
+
+/// Copies what one read gives from `from` to `to`; false once `from` is finished
+/// (end of file, or EIO from a pty master whose slave is closed).
+fn copy_once(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    let n = match rustix::io::read(from, &mut buf) {
+        Ok(0) | Err(_) => return false,
+        Ok(n) => n,
+    };
+    let mut rest = &buf[..n];
+    while !rest.is_empty() {
+        match rustix::io::write(to, rest) {
+            Ok(w) => rest = &rest[w..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// The user's terminal in raw mode while a container's tty is attached; restored on drop.
+struct RawMode(rustix::termios::Termios);
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        let stdin = rustix::stdio::stdin();
+        let saved = rustix::termios::tcgetattr(stdin).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(rustix::stdio::stdin(), rustix::termios::OptionalActions::Now, &self.0);
+    }
+}
+
+/// A terminal needs TERM; Docker sets xterm unless the user set one.
+fn with_term(mut env: Vec<String>, tty: bool) -> Vec<String> {
+    if tty && !env.iter().any(|kv| kv.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    env
 }
 
 fn new_id() -> anyhow::Result<String> {

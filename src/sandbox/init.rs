@@ -6,6 +6,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -34,8 +35,14 @@ fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> InitFailu
 
 /// Everything from "the parent has put us in our cgroup" to execve. Returns only on
 /// failure.
-pub fn run(spec: &SandboxSpec, task_files: &[PathBuf], cgroups: &CgroupMounts, filter: &BpfProgram) -> InitFailure {
-    match setup(spec, task_files, cgroups, filter) {
+pub fn run(
+    spec: &SandboxSpec,
+    task_files: &[PathBuf],
+    cgroups: &CgroupMounts,
+    filter: &BpfProgram,
+    sync: &OwnedFd,
+) -> InitFailure {
+    match setup(spec, task_files, cgroups, filter, sync) {
         Ok(never) => match never {},
         Err(f) => f,
     }
@@ -48,6 +55,7 @@ fn setup(
     task_files: &[PathBuf],
     cgroups: &CgroupMounts,
     filter: &BpfProgram,
+    sync: &OwnedFd,
 ) -> Result<Never, InitFailure> {
     join_cgroups(task_files)?;
     // Out of petri's session: a Ctrl-C on the terminal reaches petri only, which forwards it.
@@ -77,6 +85,9 @@ fn setup(
     });
     mounts::execute(&rootfs, &ops).map_err(fail("mounts"))?;
     pivot_root(&rootfs)?;
+    if spec.process.tty {
+        open_tty(sync)?;
+    }
     rustix::system::sethostname(spec.hostname.as_bytes()).map_err(fail("sethostname"))?;
     if spec.network == Network::Isolated {
         crate::sys::process::loopback_up().map_err(fail("bring up lo"))?;
@@ -85,7 +96,7 @@ fn setup(
     let user = lookup_user(spec)?;
     enter_workdir(&spec.process.cwd)?;
     set_limits()?;
-    if !spec.process.stdin {
+    if !spec.process.stdin && !spec.process.tty {
         redirect_stdin_to_null()?;
     }
     security::drop_bounding_set().map_err(fail("capabilities"))?;
@@ -178,6 +189,35 @@ fn set_limits() -> Result<(), InitFailure> {
         }
         other => other.map_err(fail("setrlimit NOFILE")),
     }
+}
+
+/// Opens a pseudo-terminal in the container's own devpts (so `tty` names a path that
+/// exists inside), hands the master to the launcher over the sync socket (runc's
+/// console socket), and attaches the slave.
+fn open_tty(sync: &OwnedFd) -> Result<(), InitFailure> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use rustix::pty::{ioctl_tiocgptpeer, unlockpt, OpenptFlags};
+    use std::os::fd::AsFd;
+    let flags = rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC;
+    let master = rustix::fs::open("/dev/ptmx", flags, rustix::fs::Mode::empty()).map_err(fail("open /dev/ptmx"))?;
+    unlockpt(&master).map_err(fail("unlockpt"))?;
+    let peer = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let slave = ioctl_tiocgptpeer(&master, peer).map_err(fail("open the terminal's peer"))?;
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [master.as_fd()];
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    sendmsg(sync, &[std::io::IoSlice::new(b"T")], &mut control, SendFlags::empty())
+        .map_err(fail("send the terminal"))?;
+    attach_tty(&slave)
+}
+
+/// Makes the pty slave the controlling terminal and stdin, stdout and stderr.
+fn attach_tty(slave: &OwnedFd) -> Result<(), InitFailure> {
+    rproc::ioctl_tiocsctty(slave).map_err(fail("set the controlling terminal"))?;
+    rustix::stdio::dup2_stdin(slave).map_err(fail("attach the terminal"))?;
+    rustix::stdio::dup2_stdout(slave).map_err(fail("attach the terminal"))?;
+    rustix::stdio::dup2_stderr(slave).map_err(fail("attach the terminal"))
 }
 
 fn redirect_stdin_to_null() -> Result<(), InitFailure> {

@@ -32,6 +32,7 @@ pub struct Running {
     pid: Pid,
     pidfd: OwnedFd,
     cgroup: Cgroup,
+    tty: Option<OwnedFd>,
 }
 
 /// Starts the sandbox. Must be called from a single-threaded process.
@@ -41,7 +42,12 @@ pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, Sand
     let filter = security::default_filter()?;
     let cgroup = hierarchy.create(&spec.id, &spec.limits)?;
     match start(spec, hierarchy, &cgroup, &filter) {
-        Ok((pid, pidfd)) => Ok(Running { pid, pidfd, cgroup }),
+        Ok((pid, pidfd, tty)) => Ok(Running {
+            pid,
+            pidfd,
+            cgroup,
+            tty,
+        }),
         Err(e) => {
             let _ = cgroup.destroy();
             Err(e)
@@ -54,7 +60,7 @@ fn start(
     hierarchy: &Hierarchy,
     cgroup: &Cgroup,
     filter: &seccompiler::BpfProgram,
-) -> Result<(Pid, OwnedFd), SandboxError> {
+) -> Result<(Pid, OwnedFd, Option<OwnedFd>), SandboxError> {
     let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
         .map_err(sys("create the sync socketpair"))?;
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
@@ -76,7 +82,7 @@ fn start(
     let (pid, pidfd) = match cloned {
         Cloned::Child => {
             drop(ours);
-            let failure = init::run(spec, &task_files, &cgroup_mounts, filter);
+            let failure = init::run(spec, &task_files, &cgroup_mounts, filter, &theirs);
             let _ = rustix::io::write(&theirs, format!("{}:{}", failure.code, failure.message).as_bytes());
             exit_now(failure.code);
         }
@@ -84,7 +90,7 @@ fn start(
     };
     drop(theirs);
     match read_outcome(&ours) {
-        Ok(()) => Ok((pid, pidfd)),
+        Ok(tty) => Ok((pid, pidfd, tty)),
         Err(e) => {
             let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
             let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
@@ -93,19 +99,45 @@ fn start(
     }
 }
 
-/// EOF: exec happened (the socket was close-on-exec). A message: "CODE:why".
-fn read_outcome(sock: &OwnedFd) -> Result<(), SandboxError> {
-    let mut buf = vec![0u8; 4096];
-    let n = rustix::io::read(sock, &mut buf).map_err(sys("read from the container process"))?;
-    if n == 0 {
-        return Ok(());
+/// What the child says before exec: optionally its pty master (a "T" message carrying
+/// the fd), then either EOF (exec happened: the socket was close-on-exec) or "CODE:why".
+fn read_outcome(sock: &OwnedFd) -> Result<Option<OwnedFd>, SandboxError> {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut tty = None;
+    loop {
+        let mut buf = vec![0u8; 4096];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let n = recvmsg(
+            sock,
+            &mut [io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+        .map_err(sys("read from the container process"))?
+        .bytes;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                tty = fds.into_iter().next();
+            }
+        }
+        // The terminal takes the size of petri's own, before the process can ask.
+        if let (Some(t), Ok(size)) = (&tty, rustix::termios::tcgetwinsize(rustix::stdio::stdout())) {
+            let _ = rustix::termios::tcsetwinsize(t, size);
+        }
+        match &buf[..n] {
+            [] => return Ok(tty),
+            b"T" => continue,
+            text => {
+                let text = String::from_utf8_lossy(text);
+                let (code, message) = text.split_once(':').unwrap_or(("125", &text));
+                return Err(SandboxError::Init {
+                    code: code.parse().unwrap_or(125),
+                    message: message.to_string(),
+                });
+            }
+        }
     }
-    let text = String::from_utf8_lossy(&buf[..n]);
-    let (code, message) = text.split_once(':').unwrap_or(("125", &text));
-    Err(SandboxError::Init {
-        code: code.parse().unwrap_or(125),
-        message: message.to_string(),
-    })
 }
 
 /// The container's directory: overlay upper and work dirs, the mount point, and the
@@ -143,6 +175,11 @@ impl Running {
     /// A pidfd of the container process: readable once it has exited.
     pub fn pidfd(&self) -> BorrowedFd<'_> {
         self.pidfd.as_fd()
+    }
+
+    /// The pseudo-terminal master when the process has a tty: its output, and its input.
+    pub fn tty(&self) -> Option<BorrowedFd<'_>> {
+        self.tty.as_ref().map(|t| t.as_fd())
     }
 
     pub fn signal(&self, signal: Signal) -> Result<(), SandboxError> {

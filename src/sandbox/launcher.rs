@@ -235,6 +235,11 @@ fn handle(
             }
             return Ok(());
         }
+        Request::Launch { spec, .. } if spec.process.tty => Event::Failed {
+            id: spec.id.clone(),
+            code: 125,
+            message: "a tty is not available through the launcher yet".into(),
+        },
         Request::Launch { spec, remove_bundle } => match launch(spec, hierarchy) {
             Ok(running) => {
                 let pid = running.pid().as_raw_nonzero().get();

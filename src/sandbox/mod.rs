@@ -65,6 +65,9 @@ pub struct ProcessSpec {
     pub user: Option<String>,
     /// Keep stdin open (`-i`); otherwise it is /dev/null.
     pub stdin: bool,
+    /// Give the process a pseudo-terminal (`-t`); its master is `Running::tty`.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
