@@ -548,7 +548,10 @@ impl Store {
         }
         let mut layers_deleted = 0;
         for name in self.dir_names("layers")? {
-            if !chains.contains(&name) {
+            // Only ChainID directories are the store's; others (the sandbox's base layer,
+            // staging of it) belong to their owners.
+            let is_chain = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_chain && !chains.contains(&name) {
                 // Out of sight first, so a crash mid-delete leaves no half layer behind.
                 let from = self.root.join("layers").join(&name);
                 let to = self.scratch_dir().join(format!("deleted-{name}"));

@@ -33,16 +33,20 @@ fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> InitFailu
     }
 }
 
-/// Everything from "the parent has put us in our cgroup" to execve. Returns only on
-/// failure.
-pub fn run(
-    spec: &SandboxSpec,
-    task_files: &[PathBuf],
-    cgroups: &CgroupMounts,
-    filter: &BpfProgram,
-    sync: &OwnedFd,
-) -> InitFailure {
-    match setup(spec, task_files, cgroups, filter, sync) {
+/// What the launcher computed before the clone, for the child to use.
+pub struct Prepared<'a> {
+    /// Overlay lower directories relative to the layers directory, top first.
+    pub lower: &'a [&'a str],
+    pub task_files: &'a [PathBuf],
+    pub cgroups: &'a CgroupMounts,
+    /// (file name, contents) of the generated /etc files.
+    pub etc: &'a [(&'static str, String)],
+    pub filter: &'a BpfProgram,
+}
+
+/// Everything from the clone to execve. Returns only on failure.
+pub fn run(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> InitFailure {
+    match setup(spec, prepared, sync) {
         Ok(never) => match never {},
         Err(f) => f,
     }
@@ -50,38 +54,32 @@ pub fn run(
 
 enum Never {}
 
-fn setup(
-    spec: &SandboxSpec,
-    task_files: &[PathBuf],
-    cgroups: &CgroupMounts,
-    filter: &BpfProgram,
-    sync: &OwnedFd,
-) -> Result<Never, InitFailure> {
-    join_cgroups(task_files)?;
+fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Never, InitFailure> {
+    join_cgroups(prepared.task_files)?;
     // Out of petri's session: a Ctrl-C on the terminal reaches petri only, which forwards it.
     rproc::setsid().map_err(fail("setsid"))?;
     crate::sys::process::unshare_cgroup_namespace().map_err(fail("unshare the cgroup namespace"))?;
     rproc::umask(rustix::fs::Mode::empty());
     mounts::make_private().map_err(fail("mounts"))?;
-    let rootfs = spec.bundle.join("rootfs");
+    // A tmpfs of this mount namespace holds the generated /etc files and the root's
+    // mount point; after pivot_root only the bind mounts of those files keep it alive.
+    let scratch = spec.bundle.join("rootfs");
+    let etc_files = mounts::scratch(&scratch, prepared.etc).map_err(fail("scratch tmpfs"))?;
+    let rootfs = scratch.join("root");
     mounts::mount_overlay(
         &spec.layers_dir,
-        &spec.lower,
+        prepared.lower,
         &spec.bundle.join("upper"),
         &spec.bundle.join("work"),
         &rootfs,
     )
     .map_err(fail("root filesystem"))?;
-    let etc_files = [
-        (spec.bundle.join("hostname"), "/etc/hostname"),
-        (spec.bundle.join("hosts"), "/etc/hosts"),
-        (spec.bundle.join("resolv.conf"), "/etc/resolv.conf"),
-    ];
+    let etc_files: Vec<(PathBuf, &str)> = etc_files.iter().map(|(p, f)| (p.clone(), *f)).collect();
     let ops = plan(&PlanInput {
         shm_bytes: spec.shm_bytes,
         binds: &spec.binds,
         etc_files: &etc_files,
-        cgroups,
+        cgroups: prepared.cgroups,
     });
     mounts::execute(&rootfs, &ops).map_err(fail("mounts"))?;
     pivot_root(&rootfs)?;
@@ -106,7 +104,7 @@ fn setup(
     cloexec_all_fds()?;
     let env = with_home(&spec.process.env, &user.home);
     let program = find_program(&spec.process.argv[0], &env)?;
-    security::install_filter(filter).map_err(fail("seccomp"))?;
+    security::install_filter(prepared.filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&spec.process.argv[0])
         .args(&spec.process.argv[1..])

@@ -13,7 +13,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
-use super::{init, security, Network, SandboxError, SandboxSpec};
+use super::{base, init, security, Network, SandboxError, SandboxSpec};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
 
@@ -39,9 +39,10 @@ pub struct Running {
 pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
     ensure_single_threaded().map_err(|source| SandboxError::Sys { op: "launch", source })?;
     prepare_bundle(spec)?;
+    let base = base::ensure(&spec.layers_dir).map_err(io_err("create the base layer in", &spec.layers_dir))?;
     let filter = security::default_filter()?;
     let cgroup = hierarchy.create(&spec.id, &spec.limits)?;
-    match start(spec, hierarchy, &cgroup, &filter) {
+    match start(spec, &base, hierarchy, &cgroup, &filter) {
         Ok((pid, pidfd, tty)) => Ok(Running {
             pid,
             pidfd,
@@ -57,6 +58,7 @@ pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, Sand
 
 fn start(
     spec: &SandboxSpec,
+    base: &str,
     hierarchy: &Hierarchy,
     cgroup: &Cgroup,
     filter: &seccompiler::BpfProgram,
@@ -69,6 +71,10 @@ fn start(
     }
     let cgroup_mounts = hierarchy.mounts();
     let task_files = cgroup.v1_task_files();
+    let etc = etc_files(spec);
+    let lower: Vec<&str> = std::iter::once(base)
+        .chain(spec.lower.iter().map(String::as_str))
+        .collect();
     let unified = match cgroup.unified_dir() {
         Some(dir) => Some(
             rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -82,7 +88,14 @@ fn start(
     let (pid, pidfd) = match cloned {
         Cloned::Child => {
             drop(ours);
-            let failure = init::run(spec, &task_files, &cgroup_mounts, filter, &theirs);
+            let prepared = init::Prepared {
+                lower: &lower,
+                task_files: &task_files,
+                cgroups: &cgroup_mounts,
+                etc: &etc,
+                filter,
+            };
+            let failure = init::run(spec, &prepared, &theirs);
             let _ = rustix::io::write(&theirs, format!("{}:{}", failure.code, failure.message).as_bytes());
             exit_now(failure.code);
         }
@@ -140,13 +153,18 @@ fn read_outcome(sock: &OwnedFd) -> Result<Option<OwnedFd>, SandboxError> {
     }
 }
 
-/// The container's directory: overlay upper and work dirs, the mount point, and the
-/// generated /etc/hostname, /etc/hosts and /etc/resolv.conf.
+/// The container's directory on disk: overlay upper and work dirs, and the mount point.
 fn prepare_bundle(spec: &SandboxSpec) -> Result<(), SandboxError> {
     for sub in ["upper", "work", "rootfs"] {
         let dir = spec.bundle.join(sub);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
     }
+    Ok(())
+}
+
+/// The generated /etc/hostname, /etc/hosts and /etc/resolv.conf. The child writes them
+/// to a tmpfs of its own: they never touch the disk.
+fn etc_files(spec: &SandboxSpec) -> Vec<(&'static str, String)> {
     let name = &spec.hostname;
     let hosts = match spec.network {
         Network::Isolated => {
@@ -155,15 +173,11 @@ fn prepare_bundle(spec: &SandboxSpec) -> Result<(), SandboxError> {
         Network::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
     };
     let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    for (file, text) in [
+    vec![
         ("hostname", format!("{name}\n")),
         ("hosts", hosts),
         ("resolv.conf", resolv),
-    ] {
-        let path = spec.bundle.join(file);
-        fs::write(&path, text).map_err(io_err("write", &path))?;
-    }
-    Ok(())
+    ]
 }
 
 impl Running {

@@ -13,6 +13,7 @@
 //! helper, single-threaded by construction, that launches, waits and cleans up on its
 //! behalf and reports over a socket.
 
+mod base;
 mod init;
 mod launch;
 pub mod launcher;

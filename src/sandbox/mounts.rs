@@ -48,7 +48,7 @@ pub fn make_private() -> Result<(), MountError> {
 /// dozens of layers fit in one page of mount options), top layer first.
 pub fn mount_overlay(
     layers_dir: &Path,
-    lower: &[String],
+    lower: &[&str],
     upper: &Path,
     work: &Path,
     rootfs: &Path,
@@ -64,6 +64,39 @@ pub fn mount_overlay(
     let data = options(&data, &shown)?;
     rmount::mount("overlay", rootfs, "overlay", MountFlags::empty(), data.as_deref())
         .map_err(err("mount overlay on", &shown))
+}
+
+/// Mounts a small tmpfs at `dir`, writes `files` into it and makes `dir/root`; returns
+/// each file's path with its place in the container ("/etc/NAME").
+pub fn scratch(dir: &Path, files: &[(&'static str, String)]) -> Result<Vec<(PathBuf, &'static str)>, MountError> {
+    let shown = dir.display().to_string();
+    rmount::mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        Some(c"mode=755,size=1m"),
+    )
+    .map_err(err("mount tmpfs on", &shown))?;
+    let io = |op: &'static str| {
+        let target = shown.clone();
+        move |source| MountError { op, target, source }
+    };
+    std::fs::create_dir(dir.join("root")).map_err(io("create the root mount point in"))?;
+    let mut out = Vec::with_capacity(files.len());
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io("write a generated file in"))?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(io("chmod a generated file in"))?;
+        let target = match *name {
+            "hostname" => "/etc/hostname",
+            "hosts" => "/etc/hosts",
+            _ => "/etc/resolv.conf",
+        };
+        out.push((path, target));
+    }
+    Ok(out)
 }
 
 /// Runs each operation against the rootfs at `root`.
