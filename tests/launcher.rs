@@ -21,12 +21,7 @@ fn spec(root: &Root, out: &Path, id: &str, script: &str) -> SandboxSpec {
         id: id.to_string(),
         hostname: id.to_string(),
         layers_dir: root.path().join("layers"),
-        lower: image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| format!("{}/diff", l.chain_id.hex()))
-            .collect(),
+        lower: image.lower_dirs(),
         bundle: root.path().join("containers").join(id),
         binds: vec![(out.to_path_buf(), "/out".into(), false)],
         process: ProcessSpec {

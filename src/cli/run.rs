@@ -95,12 +95,7 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
     let spec = SandboxSpec {
         hostname: name.clone(),
         layers_dir: root.join("layers"),
-        lower: image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| format!("{}/diff", l.chain_id.hex()))
-            .collect(),
+        lower: image.lower_dirs(),
         bundle: root.join("containers").join(&id),
         binds: args
             .mounts

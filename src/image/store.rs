@@ -88,6 +88,16 @@ pub struct LayerRecord {
 }
 
 impl ImageRecord {
+    /// The layers as overlay lower directories: relative to the store's layers
+    /// directory, top layer first.
+    pub fn lower_dirs(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .rev()
+            .map(|l| format!("{}/diff", l.chain_id.hex()))
+            .collect()
+    }
+
     /// Uncompressed size of all layers, as `docker images` reports it.
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.diff_size).sum()
