@@ -134,14 +134,10 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
     let running = match sandbox::launch(&spec, &hierarchy) {
         Ok(r) => r,
         Err(sandbox::SandboxError::Init { code, message }) => {
-            let _ = std::fs::remove_dir_all(&spec.bundle);
             eprintln!("petri: error: {message}");
             return Ok(code);
         }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&spec.bundle);
-            return Err(e).context("starting the container");
-        }
+        Err(e) => return Err(e).context("starting the container"),
     };
     let raw = match (args.tty && args.interactive, running.tty()) {
         (true, Some(_)) => RawMode::enter(),

@@ -39,7 +39,7 @@ pub struct Prepared<'a> {
     pub lower: &'a [&'a str],
     pub task_files: &'a [PathBuf],
     pub cgroups: &'a CgroupMounts,
-    /// (file name, contents) of the generated /etc files.
+    /// (container path, contents) of the generated /etc files.
     pub etc: &'a [(&'static str, String)],
     pub filter: &'a BpfProgram,
 }
@@ -74,7 +74,6 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
         &rootfs,
     )
     .map_err(fail("root filesystem"))?;
-    let etc_files: Vec<(PathBuf, &str)> = etc_files.iter().map(|(p, f)| (p.clone(), *f)).collect();
     let ops = plan(&PlanInput {
         shm_bytes: spec.shm_bytes,
         binds: &spec.binds,

@@ -1,7 +1,8 @@
-//! The launcher's half: prepare the bundle and the cgroup, clone into new namespaces,
-//! release the child once it is in its cgroup, learn over a SOCK_SEQPACKET socketpair
-//! whether exec succeeded (EOF with no message means it did), then wait, signal, and
-//! clean up: the cgroup and everything in it, and the bundle when asked.
+//! The launcher's half: prepare the bundle and the cgroup, clone into new namespaces
+//! (born in the cgroup2 directory; the child joins v1 hierarchies itself), learn over a
+//! SOCK_SEQPACKET socketpair whether exec succeeded (EOF with no message means it did),
+//! then wait, signal, and clean up: the cgroup and everything in it, and the bundle when
+//! asked.
 
 use std::fs;
 use std::io::{self, Write};
@@ -35,10 +36,18 @@ pub struct Running {
     tty: Option<OwnedFd>,
 }
 
-/// Starts the sandbox. Must be called from a single-threaded process.
+/// Starts the sandbox. Must be called from a single-threaded process. When the start
+/// fails, the bundle directory it prepared is removed again.
 pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
     ensure_single_threaded().map_err(|source| SandboxError::Sys { op: "launch", source })?;
-    prepare_bundle(spec)?;
+    let started = prepare_bundle(spec).and_then(|()| launch_prepared(spec, hierarchy));
+    if started.is_err() {
+        let _ = fs::remove_dir_all(&spec.bundle);
+    }
+    started
+}
+
+fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
     let base = base::ensure(&spec.layers_dir).map_err(io_err("create the base layer in", &spec.layers_dir))?;
     let filter = security::default_filter()?;
     let cgroup = hierarchy.create(&spec.id, &spec.limits)?;
@@ -162,8 +171,8 @@ fn prepare_bundle(spec: &SandboxSpec) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// The generated /etc/hostname, /etc/hosts and /etc/resolv.conf. The child writes them
-/// to a tmpfs of its own: they never touch the disk.
+/// The generated /etc/hostname, /etc/hosts and /etc/resolv.conf, by container path. The
+/// child writes them to a tmpfs of its own: they never touch the disk.
 fn etc_files(spec: &SandboxSpec) -> Vec<(&'static str, String)> {
     let name = &spec.hostname;
     let hosts = match spec.network {
@@ -174,9 +183,9 @@ fn etc_files(spec: &SandboxSpec) -> Vec<(&'static str, String)> {
     };
     let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     vec![
-        ("hostname", format!("{name}\n")),
-        ("hosts", hosts),
-        ("resolv.conf", resolv),
+        ("/etc/hostname", format!("{name}\n")),
+        ("/etc/hosts", hosts),
+        ("/etc/resolv.conf", resolv),
     ]
 }
 

@@ -259,9 +259,6 @@ fn handle(
                     SandboxError::Init { code, message } => (code, message),
                     other => (125, other.to_string()),
                 };
-                if *remove_bundle {
-                    let _ = std::fs::remove_dir_all(&spec.bundle);
-                }
                 Event::Failed {
                     id: spec.id.clone(),
                     code,

@@ -66,8 +66,8 @@ pub fn mount_overlay(
         .map_err(err("mount overlay on", &shown))
 }
 
-/// Mounts a small tmpfs at `dir`, writes `files` into it and makes `dir/root`; returns
-/// each file's path with its place in the container ("/etc/NAME").
+/// Mounts a small tmpfs at `dir`, writes `files` (container path, contents) into it
+/// under their file names and makes `dir/root`; returns (tmpfs path, container path).
 pub fn scratch(dir: &Path, files: &[(&'static str, String)]) -> Result<Vec<(PathBuf, &'static str)>, MountError> {
     let shown = dir.display().to_string();
     rmount::mount(
@@ -84,17 +84,12 @@ pub fn scratch(dir: &Path, files: &[(&'static str, String)]) -> Result<Vec<(Path
     };
     std::fs::create_dir(dir.join("root")).map_err(io("create the root mount point in"))?;
     let mut out = Vec::with_capacity(files.len());
-    for (name, text) in files {
-        let path = dir.join(name);
+    for (target, text) in files {
+        let path = dir.join(Path::new(target).file_name().unwrap_or_default());
         std::fs::write(&path, text).map_err(io("write a generated file in"))?;
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .map_err(io("chmod a generated file in"))?;
-        let target = match *name {
-            "hostname" => "/etc/hostname",
-            "hosts" => "/etc/hosts",
-            _ => "/etc/resolv.conf",
-        };
-        out.push((path, target));
+        out.push((path, *target));
     }
     Ok(out)
 }

@@ -90,14 +90,17 @@ const MASKED: &[&str] = &[
 const READ_ONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Everything mounted after the root filesystem, in order.
-pub fn plan(input: &PlanInput) -> Vec<MountOp> {
-    let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
-    let fs = |fstype, target: &str, flags, data: &str| MountOp::Fs {
+fn fs(fstype: &'static str, target: &str, flags: MountFlags, data: &str) -> MountOp {
+    MountOp::Fs {
         fstype,
         target: target.to_string(),
         flags,
         data: data.to_string(),
-    };
+    }
+}
+
+pub fn plan(input: &PlanInput) -> Vec<MountOp> {
+    let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
     let mut ops = vec![
         fs("proc", "/proc", nosuid_nodev | MountFlags::NOEXEC, ""),
         fs(
@@ -155,28 +158,22 @@ pub fn plan(input: &PlanInput) -> Vec<MountOp> {
 /// each v1 hierarchy (and the v2 part of a hybrid host) mounted in it. With a cgroup
 /// namespace each shows the container's own cgroup as its root.
 fn cgroup_ops(mounts: &CgroupMounts, ro: MountFlags) -> Vec<MountOp> {
-    let fs = |fstype, target: String, data: &str| MountOp::Fs {
-        fstype,
-        target,
-        flags: ro,
-        data: data.to_string(),
-    };
     if mounts.v1.is_empty() {
-        return vec![fs("cgroup2", "/sys/fs/cgroup".into(), "")];
+        return vec![fs("cgroup2", "/sys/fs/cgroup", ro, "")];
     }
     // The tmpfs is made read-only once the hierarchies' mount points are in it.
-    let mut ops = vec![MountOp::Fs {
-        fstype: "tmpfs",
-        target: "/sys/fs/cgroup".into(),
-        flags: ro.difference(MountFlags::RDONLY),
-        data: "mode=755".into(),
-    }];
+    let mut ops = vec![fs(
+        "tmpfs",
+        "/sys/fs/cgroup",
+        ro.difference(MountFlags::RDONLY),
+        "mode=755",
+    )];
     for (options, host) in &mounts.v1 {
         let name = host.file_name().and_then(|n| n.to_str()).unwrap_or(options);
-        ops.push(fs("cgroup", format!("/sys/fs/cgroup/{name}"), options));
+        ops.push(fs("cgroup", &format!("/sys/fs/cgroup/{name}"), ro, options));
     }
     if mounts.unified.is_some() {
-        ops.push(fs("cgroup2", "/sys/fs/cgroup/unified".into(), ""));
+        ops.push(fs("cgroup2", "/sys/fs/cgroup/unified", ro, ""));
     }
     ops.push(MountOp::Seal {
         target: "/sys/fs/cgroup".into(),
