@@ -11,11 +11,28 @@ fn main() {
         // A closed stdout (`petri image ls | head -1`) is the reader's choice, not a failure.
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
-            eprintln!("petri: error: {e:#}");
+            eprintln!("petri: error: {}", message(&e));
             petri::cli::EXIT_PETRI_FAILED
         }
     };
     std::process::exit(code);
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the previous
+/// message already ends with (errors that name their source in their own message).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -7,14 +7,29 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::printer::{human_size, Printer};
+use super::progress::PullBars;
 use crate::image::digest::Digest;
 use crate::image::oci::{ContainerConfig, Platform};
 use crate::image::reference::{ImageRef, Reference};
+use crate::image::registry::{self, config::RegistryConfig, PullOptions};
 use crate::image::source::Source;
-use crate::image::store::{ImageRecord, LayerRecord, Store};
+use crate::image::store::{ImageRecord, LayerRecord, Loaded, Store};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// Pull an image from a registry: `petri image pull 127.0.0.1:5000/team/app:v1`.
+    /// Loopback registries are reached over plain http; mirrors for Docker Hub come from
+    /// ROOT/config.toml or PETRI_REGISTRY_MIRROR, credentials from PETRI_REGISTRY_USERNAME
+    /// and PETRI_REGISTRY_PASSWORD or ~/.docker/config.json.
+    Pull {
+        reference: String,
+        /// Use plain http for this registry even though it is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+        /// Which image of a multi-platform index (default: this machine's).
+        #[arg(long)]
+        platform: Option<Platform>,
+    },
     /// Load an image from an OCI layout directory, an oci-archive or a docker-archive
     /// (`docker save`), or a direct reference (oci:DIR[:TAG], oci-archive:FILE,
     /// docker-archive:FILE).
@@ -48,6 +63,11 @@ pub enum ImageCommand {
 pub fn run(cmd: ImageCommand, root: &Path, printer: &Printer) -> anyhow::Result<i32> {
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     match cmd {
+        ImageCommand::Pull {
+            reference,
+            insecure,
+            platform,
+        } => pull(&store, &reference, insecure, platform, printer),
         ImageCommand::Load { path, tag, platform } => load(&store, &path, tag, platform, printer),
         ImageCommand::Ls => list(&store, printer),
         ImageCommand::Inspect { reference, platform } => inspect(&store, &reference, platform, printer),
@@ -91,6 +111,51 @@ fn load(
         printer.line(&format!("Loaded image: {name}"))?;
     }
     Ok(())
+}
+
+fn pull(
+    store: &Store,
+    reference: &str,
+    insecure: bool,
+    platform: Option<Platform>,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let reference: Reference = reference.parse()?;
+    let loaded = pull_reference(
+        store,
+        &reference,
+        insecure,
+        platform.unwrap_or_else(Platform::host),
+        printer,
+    )?;
+    if printer.is_json() {
+        return printer.json(&loaded);
+    }
+    printer.line(&format!("Pulled {reference}: {}", loaded.image.digest))
+}
+
+/// Pulls `reference` with the root's registry settings, drawing progress bars unless
+/// the output is quiet or JSON. Also `run`'s on-demand pull.
+pub(super) fn pull_reference(
+    store: &Store,
+    reference: &Reference,
+    insecure: bool,
+    platform: Platform,
+    printer: &Printer,
+) -> anyhow::Result<Loaded> {
+    let opts = PullOptions {
+        platform,
+        insecure,
+        config: RegistryConfig::load(store.root())?,
+    };
+    let bars = std::sync::Arc::new(PullBars::new(printer.shows_progress()));
+    let loaded =
+        registry::pull(store, reference, &opts, bars).with_context(|| format!("pulling {}", reference.canonical()))?;
+    printer.note(&format!(
+        "{} layers downloaded, {} already in the store",
+        loaded.layers_unpacked, loaded.layers_reused
+    ));
+    Ok(loaded)
 }
 
 #[derive(Serialize)]

@@ -3,6 +3,7 @@
 
 mod image;
 mod printer;
+mod progress;
 mod run;
 
 use std::path::PathBuf;
@@ -48,7 +49,7 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage images: load, list, inspect, remove.
+    /// Manage images: pull, load, list, inspect, remove.
     #[command(subcommand)]
     Image(image::ImageCommand),
     /// Run an image's process in a sandbox: `petri run --rm busybox echo hello`.
@@ -78,7 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let printer = Printer::new(format, cli.global.quiet);
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.global.root, &printer),
-        Command::Run(args) => run::run(*args, &cli.global.root),
+        Command::Run(args) => run::run(*args, &cli.global.root, &printer),
         Command::Launcher => {
             crate::sandbox::launcher::serve()?;
             Ok(0)

@@ -45,6 +45,11 @@ impl Printer {
         Ok(())
     }
 
+    /// Whether progress bars may be drawn (they still need stderr to be a terminal).
+    pub fn shows_progress(&self) -> bool {
+        !self.quiet && !self.is_json()
+    }
+
     /// A human note on stderr, silenced by --quiet.
     pub fn note(&self, text: &str) {
         if !self.quiet {

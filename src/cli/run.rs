@@ -11,9 +11,11 @@ use clap::Args;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::Signal;
 
+use super::printer::Printer;
 use crate::cgroup::{default_devices, Hierarchy, Limits};
 use crate::image::oci::Platform;
-use crate::image::store::Store;
+use crate::image::reference::Reference;
+use crate::image::store::{Store, StoreError};
 use crate::sandbox::{self, process, Network, ProcessSpec, SandboxSpec};
 
 #[derive(Debug, Args)]
@@ -75,7 +77,7 @@ pub struct RunArgs {
 /// Signals petri passes on to the container.
 const FORWARDED: [Signal; 4] = [Signal::INT, Signal::TERM, Signal::HUP, Signal::QUIT];
 
-pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
+pub fn run(args: RunArgs, root: &Path, printer: &Printer) -> anyhow::Result<i32> {
     let (image_ref, command) = match &args.image {
         Some(i) => (i.clone(), args.args.clone()),
         None => match args.args.split_first() {
@@ -85,7 +87,16 @@ pub fn run(args: RunArgs, root: &Path) -> anyhow::Result<i32> {
     };
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let (image, _) = store.resolve(&image_ref, &platform)?;
+    let image = match store.resolve(&image_ref, &platform) {
+        Ok((image, _)) => image,
+        // Docker's default: a named image that is not here yet is pulled.
+        Err(StoreError::NotFound(_)) => {
+            let reference: Reference = image_ref.parse()?;
+            printer.note(&format!("Unable to find image '{reference}' locally; pulling it"));
+            super::image::pull_reference(&store, &reference, false, platform.clone(), printer)?.image
+        }
+        Err(e) => return Err(e.into()),
+    };
     let config = store.config(&image)?.config.unwrap_or_default();
     let id = new_id()?;
     let name = match &args.name {

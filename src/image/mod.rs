@@ -6,6 +6,7 @@ pub mod layer;
 pub mod lock;
 pub mod oci;
 pub mod reference;
+pub mod registry;
 pub mod source;
 pub mod store;
 pub mod unpack;

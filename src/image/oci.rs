@@ -249,6 +249,22 @@ impl Platform {
             (Some(want), None) => self.architecture == "arm64" && want == "v8",
         }
     }
+
+    /// The first of an index's entries that runs on this platform; otherwise the list of
+    /// platforms the index offers, for the error message.
+    pub fn pick<'a>(&self, entries: &[&'a Descriptor]) -> Result<&'a Descriptor, String> {
+        entries
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| self.matches(p)))
+            .copied()
+            .ok_or_else(|| {
+                entries
+                    .iter()
+                    .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+    }
 }
 
 impl fmt::Display for Platform {

@@ -78,6 +78,19 @@ pub struct SourceLayer {
     pub expect: LayerExpect,
 }
 
+/// Where the store takes the layers of a resolved image from, one reader per layer.
+pub trait LayerSource: Sync {
+    /// Names the source in errors: a path, or a registry repository.
+    fn origin(&self) -> String;
+    /// Opens a layer's blob for streaming.
+    fn open_layer(&self, layer: &SourceLayer)
+        -> Result<Box<dyn Read + Send>, Box<dyn std::error::Error + Send + Sync>>;
+    /// How many layers to unpack at once.
+    fn parallelism(&self) -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+}
+
 /// An opened source: a layout directory or an indexed archive.
 pub struct Source {
     path: PathBuf,
@@ -183,11 +196,6 @@ impl Source {
         }
     }
 
-    /// Opens a layer for streaming.
-    pub fn open_layer(&self, layer: &SourceLayer) -> Result<Box<dyn Read + Send>, SourceError> {
-        self.open_member(&layer.member)
-    }
-
     fn resolve_layout(&self, tag: Option<&str>, platform: &Platform) -> Result<ResolvedImage, SourceError> {
         let top = self.read_member("index.json", "index.json")?;
         let Document::Index(index) = self.parse(&top, None, "index.json")? else {
@@ -258,18 +266,13 @@ impl Source {
     }
 
     fn pick_platform(&self, candidates: &[&Descriptor], platform: &Platform) -> Result<Descriptor, SourceError> {
-        candidates
-            .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
-            .map(|d| (*d).clone())
-            .ok_or_else(|| SourceError::NoPlatform {
+        platform
+            .pick(candidates)
+            .cloned()
+            .map_err(|available| SourceError::NoPlatform {
                 path: self.path.clone(),
                 wanted: platform.clone(),
-                available: candidates
-                    .iter()
-                    .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                available,
             })
     }
 
@@ -486,6 +489,19 @@ impl Source {
             path: self.path.clone(),
             detail: detail.to_string(),
         }
+    }
+}
+
+impl LayerSource for Source {
+    fn origin(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn open_layer(
+        &self,
+        layer: &SourceLayer,
+    ) -> Result<Box<dyn Read + Send>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.open_member(&layer.member)?)
     }
 }
 

@@ -35,7 +35,7 @@ use super::layer::{self, LayerError};
 use super::lock::FileLock;
 use super::oci::{media, Descriptor, ImageConfig, Manifest, Platform};
 use super::reference::{ImageRef, Reference, ReferenceError};
-use super::source::{ResolvedImage, Source, SourceError, SourceLayer};
+use super::source::{LayerSource, ResolvedImage, Source, SourceError, SourceLayer};
 use super::unpack::UnpackOptions;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +50,19 @@ pub enum StoreError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
-    #[error("layer {layer} of {source_path}: {error}")]
+    #[error("layer {layer} of {origin}: {error}")]
     Layer {
         layer: String,
-        source_path: PathBuf,
+        origin: String,
         #[source]
         error: LayerError,
+    },
+    #[error("layer {layer} of {origin}: {error}")]
+    Open {
+        layer: String,
+        origin: String,
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("no such image: {0}")]
     NotFound(String),
@@ -222,10 +229,21 @@ impl Store {
         names: Option<Vec<Reference>>,
         platform: &Platform,
     ) -> Result<Loaded, StoreError> {
-        let _store = self.lock_for_load()?;
         let resolved = source.resolve(tag, platform)?;
+        self.load_resolved(resolved, source, names)
+    }
+
+    /// Stores an image resolved elsewhere (a directory, an archive, a registry), taking
+    /// the layers it lacks from `layers`; names it `names` or the names it came with.
+    pub fn load_resolved(
+        &self,
+        resolved: ResolvedImage,
+        layers: &dyn LayerSource,
+        names: Option<Vec<Reference>>,
+    ) -> Result<Loaded, StoreError> {
+        let _store = self.lock_for_load()?;
         let chain = Digest::chain_ids(&resolved.config.rootfs.diff_ids);
-        let results = self.ensure_layers(source, &resolved.layers, &chain)?;
+        let results = self.ensure_layers(layers, &resolved.layers, &chain)?;
         let layers_unpacked = results.iter().filter(|(_, fresh)| *fresh).count();
         let layers: Vec<LayerRecord> = resolved
             .layers
@@ -270,6 +288,11 @@ impl Store {
         })
     }
 
+    /// True when the layer with this ChainID is unpacked in the store.
+    pub fn has_layer(&self, chain_id: &Digest) -> bool {
+        self.layer_path(chain_id).exists()
+    }
+
     /// Takes the store lock shared; clears `tmp/` first when no other process is using
     /// the store (leftovers of a killed petri).
     fn lock_for_load(&self) -> Result<FileLock, StoreError> {
@@ -294,20 +317,18 @@ impl Store {
     /// deadlock; a second load of a layer waits, then finds it present.
     fn ensure_layers(
         &self,
-        source: &Source,
+        source: &dyn LayerSource,
         layers: &[SourceLayer],
         chain: &[Digest],
     ) -> Result<Vec<(u64, bool)>, StoreError> {
-        let mut missing: Vec<usize> = (0..layers.len())
-            .filter(|&i| !self.layer_path(&chain[i]).exists())
-            .collect();
+        let mut missing: Vec<usize> = (0..layers.len()).filter(|&i| !self.has_layer(&chain[i])).collect();
         missing.sort_by(|&a, &b| chain[a].cmp(&chain[b]));
         let mut locks = Vec::with_capacity(missing.len());
         for &i in &missing {
             let path = self.root.join("locks").join(format!("layer-{}.lock", chain[i].hex()));
             locks.push(FileLock::exclusive(&path).map_err(|e| io_err("lock", &path, e))?);
         }
-        missing.retain(|&i| !self.layer_path(&chain[i]).exists());
+        missing.retain(|&i| !self.has_layer(&chain[i]));
         let staged = self.stage_layers(source, layers, chain, &missing)?;
         for (i, staging) in staged {
             let dest = self.layer_path(&chain[i]);
@@ -329,14 +350,12 @@ impl Store {
     /// Unpacks the layers `which` into staging directories, in parallel.
     fn stage_layers(
         &self,
-        source: &Source,
+        source: &dyn LayerSource,
         layers: &[SourceLayer],
         chain: &[Digest],
         which: &[usize],
     ) -> Result<Vec<(usize, tempfile::TempDir)>, StoreError> {
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(which.len());
+        let workers = source.parallelism().clamp(1, which.len().max(1));
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let results = Mutex::new(Vec::with_capacity(which.len()));
@@ -361,7 +380,7 @@ impl Store {
 
     fn stage_layer(
         &self,
-        source: &Source,
+        source: &dyn LayerSource,
         layer: &SourceLayer,
         chain_id: &Digest,
     ) -> Result<tempfile::TempDir, StoreError> {
@@ -372,17 +391,22 @@ impl Store {
             .map_err(|e| io_err("create staging directory in", &scratch, e))?;
         let diff = staging.path().join("diff");
         fs::create_dir(&diff).map_err(|e| io_err("create directory", &diff, e))?;
+        let name = layer
+            .expect
+            .digest
+            .as_ref()
+            .unwrap_or(&layer.expect.diff_id)
+            .to_string();
         let layer_err = |error| StoreError::Layer {
-            layer: layer
-                .expect
-                .digest
-                .as_ref()
-                .unwrap_or(&layer.expect.diff_id)
-                .to_string(),
-            source_path: source.path().to_path_buf(),
+            layer: name.clone(),
+            origin: source.origin(),
             error,
         };
-        let blob = source.open_layer(layer)?;
+        let blob = source.open_layer(layer).map_err(|error| StoreError::Open {
+            layer: name.clone(),
+            origin: source.origin(),
+            error,
+        })?;
         let outcome = layer::apply(blob, &layer.expect, &diff, self.unpack).map_err(layer_err)?;
         let meta = LayerMeta {
             chain_id: chain_id.clone(),

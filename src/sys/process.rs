@@ -74,14 +74,23 @@ struct CloneArgs {
 }
 
 /// Fails unless this process has exactly one thread.
+///
+/// A thread that was just joined (an image pull's workers) has finished its work, but
+/// the kernel may count it for a few more microseconds until it is reaped, so extra
+/// threads get up to ~50 ms to vanish before this gives up.
 pub fn ensure_single_threaded() -> io::Result<()> {
-    match thread_count()? {
-        1 => Ok(()),
-        n => Err(io::Error::other(format!(
-            "cannot create namespaces from a process with {n} threads; \
-             use sandbox::launcher::Launcher from a multi-threaded process"
-        ))),
+    let mut n = thread_count()?;
+    for _ in 0..50 {
+        if n == 1 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        n = thread_count()?;
     }
+    Err(io::Error::other(format!(
+        "cannot create namespaces from a process with {n} threads; \
+         use sandbox::launcher::Launcher from a multi-threaded process"
+    )))
 }
 
 fn thread_count() -> io::Result<usize> {
