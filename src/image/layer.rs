@@ -136,7 +136,8 @@ fn decompress(
             Err(e) => {
                 let shown = io::Error::new(e.kind(), e.to_string());
                 let _ = tx.send(Err(e));
-                return Err(LayerError::Read(shown));
+                drop(stream);
+                return Err(tampered(raw, expect).unwrap_or(LayerError::Read(shown)));
             }
         };
         if n == 0 {
@@ -164,6 +165,18 @@ fn decompress(
         }
     }
     Ok(Some((digest, size)))
+}
+
+/// After a decompression error: when the rest of the blob hashes to something other than
+/// the expected digest, the blob was altered, and that is the error to report (a corrupt
+/// gzip stream is only the symptom).
+fn tampered<R: Read>(raw: HashingReader<R>, expect: &LayerExpect) -> Option<LayerError> {
+    let expected = expect.digest.as_ref()?;
+    let (actual, _) = raw.finish().ok()?;
+    (actual != *expected).then(|| LayerError::Digest {
+        expected: expected.clone(),
+        actual,
+    })
 }
 
 fn sniff(magic: &[u8]) -> Compression {

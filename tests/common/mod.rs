@@ -2,6 +2,9 @@
 //! images (built once by rootfs/build.py and reused), skip rules, and tree snapshots.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod registry;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};

@@ -276,14 +276,22 @@ impl Remote {
                     delay *= 2;
                     attempt += 1;
                 }
-                r => {
-                    return r.map_err(|source| PullError::Registry {
-                        origin: self.origin.clone(),
-                        op,
-                        source,
-                    })
-                }
+                r => return r.map_err(|source| self.error(op, source)),
             }
+        }
+    }
+
+    fn error(&self, op: &'static str, source: OciDistributionError) -> PullError {
+        match source {
+            OciDistributionError::UnauthorizedError { .. } => PullError::Unauthorized {
+                origin: self.origin.clone(),
+                with_credentials: !matches!(self.auth, RegistryAuth::Anonymous),
+            },
+            source => PullError::Registry {
+                origin: self.origin.clone(),
+                op,
+                source,
+            },
         }
     }
 

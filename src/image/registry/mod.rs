@@ -39,6 +39,12 @@ pub enum PullError {
         op: &'static str,
         source: oci_client::errors::OciDistributionError,
     },
+    #[error(
+        "{origin}: the registry refused access (HTTP 401{}); set PETRI_REGISTRY_USERNAME and \
+         PETRI_REGISTRY_PASSWORD, or log in so that ~/.docker/config.json has an `auths` entry",
+        if *.with_credentials { ", credentials refused" } else { ", no credentials given" }
+    )]
+    Unauthorized { origin: String, with_credentials: bool },
     #[error("{origin}: {what}: {source}")]
     Document {
         origin: String,
