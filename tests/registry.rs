@@ -313,6 +313,37 @@ fn a_multi_platform_index_gives_the_platform_asked_for() {
 }
 
 #[test]
+fn docker_schema2_manifests_and_manifest_lists_pull() {
+    if !needs("docker_schema2_manifests_and_manifest_lists_pull") {
+        return;
+    }
+    let registry = Registry::start();
+    registry.push_docker_schema2(&busybox(), "v2s2:latest", false);
+    let dir = tempfile::tempdir().unwrap();
+    multi_platform_layout(&busybox(), dir.path());
+    registry.push_docker_schema2(dir.path(), "v2s2-list:latest", true);
+
+    let root = Root::new();
+    let image = format!("{}/v2s2:latest", registry.host());
+    pull_ok(&root, &[&image], &[]);
+    let inspected = root.json(&["image", "inspect", &image]);
+    assert!(
+        inspected
+            .to_string()
+            .contains("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "{inspected}"
+    );
+    assert_eq!(inspected["digest"], registry.manifest_digest("v2s2", "latest").as_str());
+    assert_eq!(root.ok(&["run", "--rm", &image, "echo", "schema2"]), "schema2\n");
+
+    let listed = format!("{}/v2s2-list:latest", registry.host());
+    pull_ok(&root, &[&listed, "--platform", "linux/arm64/v8"], &[]);
+    let got = root.json(&["image", "inspect", &listed]);
+    assert_eq!(got["platform"], "linux/arm64/v8");
+    assert!(got.to_string().contains("PETRI_PLATFORM=arm64"), "{got}");
+}
+
+#[test]
 fn zstd_layers_pull_and_run() {
     if !needs("zstd_layers_pull_and_run") {
         return;

@@ -106,6 +106,16 @@ impl Registry {
         self.skopeo_copy(layout, repo_tag, &["--all", "--preserve-digests"]);
     }
 
+    /// Pushes converted to Docker's schema2 media types (a manifest list for an index).
+    pub fn push_docker_schema2(&self, layout: &Path, repo_tag: &str, all: bool) {
+        let extra: &[&str] = if all {
+            &["--format", "v2s2", "--all"]
+        } else {
+            &["--format", "v2s2"]
+        };
+        self.skopeo_copy(layout, repo_tag, extra);
+    }
+
     fn skopeo_copy(&self, layout: &Path, repo_tag: &str, extra: &[&str]) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
