@@ -427,3 +427,53 @@ fn docker_hub_names_are_pulled_from_a_configured_mirror() {
     pull_ok(&root, &["busybox:latest"], &[]);
     assert_eq!(root.layer_dirs("busybox").len(), 3);
 }
+
+#[test]
+fn progress_bars_show_on_a_terminal_only() {
+    if !needs("progress_bars_show_on_a_terminal_only")
+        || !require(
+            "progress_bars_show_on_a_terminal_only",
+            common::have_tool("script"),
+            "needs script(1)",
+        )
+    {
+        return;
+    }
+    let registry = Registry::start();
+    registry.push(&busybox(), "busybox:latest");
+    let image = format!("{}/busybox:latest", registry.host());
+    let shorts: Vec<String> = layout_layers(&busybox())
+        .iter()
+        .map(|d| d.trim_start_matches("sha256:")[..12].to_string())
+        .collect();
+    // script(1) gives petri a terminal for stdin, stdout and stderr.
+    let on_tty = |quiet: bool| -> String {
+        let root = Root::new();
+        let petri = format!(
+            "{} --root {} {} image pull {image}",
+            env!("CARGO_BIN_EXE_petri"),
+            root.path().display(),
+            if quiet { "-q" } else { "" }
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &petri, "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_tty(false);
+    for s in &shorts {
+        assert!(shown.contains(s.as_str()), "no bar for {s}: {shown}");
+    }
+    let quiet = on_tty(true);
+    assert!(
+        shorts.iter().all(|s| !quiet.contains(s.as_str())),
+        "-q draws no bars: {quiet}"
+    );
+    // Not a terminal: no bars either.
+    let root = Root::new();
+    let out = pull(&root, &[&image], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(shorts.iter().all(|s| !stderr.contains(s.as_str())), "{stderr}");
+}

@@ -21,11 +21,11 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use self::client::{BlobReader, Remote};
-use self::config::{ConfigError, RegistryConfig};
+use self::config::{ConfigError, Endpoint, RegistryConfig};
 use super::digest::Digest;
 use super::oci::{DocumentError, Platform};
 use super::reference::Reference;
-use super::source::{LayerSource, SourceLayer};
+use super::source::{LayerSource, ResolvedImage, SourceLayer};
 use super::store::{Loaded, Store, StoreError};
 
 /// Layers downloaded at once (Docker's default for max-concurrent-downloads).
@@ -148,35 +148,39 @@ pub fn pull(
 }
 
 /// Tries each endpoint (the mirrors, then the registry itself) until one resolves.
-async fn resolve(
-    reference: &Reference,
-    opts: &PullOptions,
-) -> Result<(Remote, super::source::ResolvedImage), PullError> {
+async fn resolve(reference: &Reference, opts: &PullOptions) -> Result<(Remote, ResolvedImage), PullError> {
+    let mut mirrors = opts.config.endpoints(&reference.registry, opts.insecure);
+    let own = mirrors.pop().expect("endpoints() ends with the registry itself");
     let mut tried = Vec::new();
-    let endpoints = opts.config.endpoints(&reference.registry, opts.insecure);
-    let count = endpoints.len();
-    for (i, endpoint) in endpoints.into_iter().enumerate() {
-        let attempt = async {
-            let remote = Remote::connect(reference, &endpoint, config::credentials(&endpoint.host)?).await?;
-            let resolved = remote.resolve(reference, &opts.platform).await?;
-            Ok::<_, PullError>((remote, resolved))
-        };
-        match attempt.await {
+    for mirror in mirrors {
+        match resolve_at(reference, &mirror, opts).await {
             Ok(found) => return Ok(found),
-            Err(e) if i + 1 < count => {
-                tracing::warn!(mirror = %endpoint.host, error = %e, "mirror failed; trying the next endpoint");
-                tried.push(e.to_string());
-            }
-            Err(e) if tried.is_empty() => return Err(e),
             Err(e) => {
-                return Err(PullError::AllFailed {
-                    last: Box::new(e),
-                    tried,
-                })
+                tracing::warn!(mirror = %mirror.host, error = %e, "mirror failed; trying the next endpoint");
+                tried.push(e.to_string());
             }
         }
     }
-    unreachable!("endpoints() always lists the registry itself")
+    resolve_at(reference, &own, opts).await.map_err(|e| {
+        if tried.is_empty() {
+            e
+        } else {
+            PullError::AllFailed {
+                last: Box::new(e),
+                tried,
+            }
+        }
+    })
+}
+
+async fn resolve_at(
+    reference: &Reference,
+    endpoint: &Endpoint,
+    opts: &PullOptions,
+) -> Result<(Remote, ResolvedImage), PullError> {
+    let remote = Remote::connect(reference, endpoint, config::credentials(&endpoint.host)?).await?;
+    let resolved = remote.resolve(reference, &opts.platform).await?;
+    Ok((remote, resolved))
 }
 
 /// The store's view of a resolved remote image: one streaming reader per layer.
