@@ -69,6 +69,18 @@ fn layout_layers(layout: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The digest of the layout's biggest layer (busybox's: the binary itself).
+fn biggest_layer(layout: &Path) -> String {
+    layout_layers(layout)
+        .into_iter()
+        .max_by_key(|d| {
+            fs::metadata(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:")))
+                .unwrap()
+                .len()
+        })
+        .unwrap()
+}
+
 /// Nothing of a refused image is left: no layers, no catalog entry, no staging.
 fn assert_store_empty(root: &Root) {
     assert!(
@@ -366,17 +378,7 @@ fn a_download_cut_halfway_resumes_with_a_range_request() {
     }
     let registry = Registry::start();
     registry.push(&busybox(), "busybox:latest");
-    // The biggest layer: busybox itself.
-    let layers = layout_layers(&busybox());
-    let biggest = layers
-        .iter()
-        .max_by_key(|d| {
-            fs::metadata(busybox().join("blobs/sha256").join(d.trim_start_matches("sha256:")))
-                .unwrap()
-                .len()
-        })
-        .unwrap()
-        .clone();
+    let biggest = biggest_layer(&busybox());
     let proxy = Proxy::start(registry.addr(), Fault::CutBlobOnce(biggest.clone()));
     let root = Root::new();
     let image = format!("{}/busybox:latest", proxy.host());
@@ -392,6 +394,44 @@ fn a_download_cut_halfway_resumes_with_a_range_request() {
         "the second fetch resumes: {fetches:?}"
     );
     assert_eq!(root.ok(&["run", "--rm", &image, "echo", "whole"]), "whole\n");
+}
+
+#[test]
+fn a_pull_killed_halfway_leaves_nothing_and_a_second_pull_completes() {
+    if !needs("a_pull_killed_halfway_leaves_nothing_and_a_second_pull_completes") {
+        return;
+    }
+    let registry = Registry::start();
+    registry.push(&busybox(), "busybox:latest");
+    let biggest = biggest_layer(&busybox());
+    let proxy = Proxy::start(registry.addr(), Fault::StallBlobOnce(biggest.clone()));
+    let root = Root::new();
+    let image = format!("{}/busybox:latest", proxy.host());
+    let mut child = root
+        .cmd()
+        .args(["image", "pull", &image])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the stalled download has started, and a little more for the others.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !proxy.requests().iter().any(|r| r.contains(&biggest)) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", proxy.requests());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(root.entries("layers").is_empty(), "{:?}", root.entries("layers"));
+    assert!(!root.entries("tmp").is_empty(), "the killed pull left its staging");
+
+    pull_ok(&root, &[&image], &[]);
+    assert!(
+        root.entries("tmp").is_empty(),
+        "staging cleared: {:?}",
+        root.entries("tmp")
+    );
+    assert_eq!(root.ok(&["run", "--rm", &image, "echo", "complete"]), "complete\n");
 }
 
 #[test]

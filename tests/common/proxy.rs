@@ -29,6 +29,10 @@ pub enum Fault {
     /// The first GET of .../blobs/<digest> gets the headers (full Content-Length), half
     /// of the body, then a closed socket. Later requests pass through.
     CutBlobOnce(String),
+    /// The first GET of .../blobs/<digest> gets the headers and half of the body, then
+    /// nothing until the proxy is dropped (a client killed mid-download). Later requests
+    /// pass through.
+    StallBlobOnce(String),
     /// GET .../blobs/* answers 307 to the same path on the proxy's "cdn" listener, which
     /// serves the blob and records whether the request carried Authorization.
     RedirectBlobs,
@@ -69,6 +73,8 @@ enum Reply {
     Full(Response),
     /// Half the body, then the socket is shut.
     Cut(Response),
+    /// Half the body, then silence until the proxy stops.
+    Stall(Response),
 }
 
 impl Proxy {
@@ -204,6 +210,14 @@ fn answer_requests(shared: &Shared, reader: &mut impl BufRead, mut writer: &TcpS
                 let _ = write_response(&mut writer, &resp, half, true);
                 return;
             }
+            Reply::Stall(resp) => {
+                let half = &resp.body[..resp.body.len() / 2];
+                let _ = write_response(&mut writer, &resp, half, true);
+                while !shared.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
         };
         if sent.is_err() || close {
             return;
@@ -265,6 +279,11 @@ fn apply_fault(shared: &Shared, req: &Request, mut resp: Response) -> Reply {
             if get && blob_digest(path) == Some(digest.as_str()) && !shared.cut_done.swap(true, Ordering::SeqCst) =>
         {
             return Reply::Cut(resp);
+        }
+        Fault::StallBlobOnce(digest)
+            if get && blob_digest(path) == Some(digest.as_str()) && !shared.cut_done.swap(true, Ordering::SeqCst) =>
+        {
+            return Reply::Stall(resp);
         }
         _ => {}
     }
