@@ -185,8 +185,8 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// Credentials for `host`: `PETRI_REGISTRY_USERNAME`/`PETRI_REGISTRY_PASSWORD` when both
-/// are set (they apply to whatever registry the command reaches), else the `auths`
-/// entry of `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, else none.
+/// are set (they apply to whatever registry the command reaches), else what Docker would
+/// use from `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, else none.
 pub fn credentials(host: &str) -> Result<Option<Credentials>, ConfigError> {
     if let (Ok(username), Ok(password)) = (std::env::var(USERNAME_ENV), std::env::var(PASSWORD_ENV)) {
         return Ok(Some(Credentials { username, password }));
@@ -196,13 +196,17 @@ pub fn credentials(host: &str) -> Result<Option<Credentials>, ConfigError> {
         (None, Some(home)) => Path::new(&home).join(".docker"),
         (None, None) => return Ok(None),
     };
-    docker_config_credentials(&dir.join("config.json"), host)
+    docker_config_credentials(&dir.join("config.json"), host, None)
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct DockerConfig {
     #[serde(default)]
     auths: std::collections::BTreeMap<String, DockerAuth>,
+    creds_store: Option<String>,
+    #[serde(default)]
+    cred_helpers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -212,9 +216,15 @@ struct DockerAuth {
     password: Option<String>,
 }
 
-/// Reads Docker's `auths`, whose keys may be `host`, `https://host` or
+/// Docker's order: the `credHelpers` entry for the host, else the `credsStore` helper,
+/// else the `auths` entry, whose keys may be `host`, `https://host` or
 /// `https://index.docker.io/v1/`.
-fn docker_config_credentials(path: &Path, host: &str) -> Result<Option<Credentials>, ConfigError> {
+/// `helper_dir`: where credential helpers are (None: found on PATH).
+fn docker_config_credentials(
+    path: &Path,
+    host: &str,
+    helper_dir: Option<&Path>,
+) -> Result<Option<Credentials>, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -231,6 +241,19 @@ fn docker_config_credentials(path: &Path, host: &str) -> Result<Option<Credentia
     };
     let config: DockerConfig = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     let want = auth_key(host);
+    let helper = config
+        .cred_helpers
+        .iter()
+        .find(|(k, _)| auth_key(k) == want)
+        .map(|(_, v)| v)
+        .or(config.creds_store.as_ref());
+    if let Some(helper) = helper {
+        let program = format!("docker-credential-{helper}");
+        return Ok(from_helper(
+            &helper_dir.map_or(program.clone().into(), |d| d.join(&program)),
+            &want,
+        ));
+    }
     let Some(entry) = config.auths.iter().find(|(k, _)| auth_key(k) == want).map(|(_, v)| v) else {
         return Ok(None);
     };
@@ -254,6 +277,57 @@ fn docker_config_credentials(path: &Path, host: &str) -> Result<Option<Credentia
         }),
         _ => None,
     })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HelperAnswer {
+    username: String,
+    secret: String,
+}
+
+/// Asks `docker-credential-NAME get` (Docker's credential-helper protocol: the server on
+/// stdin, JSON on stdout). A helper that is missing, fails or knows nothing gives no
+/// credentials, with a warning: anonymous pulls still work.
+fn from_helper(program: &Path, host: &str) -> Option<Credentials> {
+    use std::io::Write as _;
+    let server = if host == DEFAULT_REGISTRY {
+        "https://index.docker.io/v1/"
+    } else {
+        host
+    };
+    let run = || -> std::io::Result<std::process::Output> {
+        let mut child = std::process::Command::new(program)
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("piped").write_all(server.as_bytes())?;
+        child.wait_with_output()
+    };
+    let answer = match run() {
+        Ok(out) if out.status.success() => {
+            serde_json::from_slice::<HelperAnswer>(&out.stdout).map_err(|e| e.to_string())
+        }
+        Ok(out) => Err(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        // An identity token is for Docker's OAuth flow, which petri does not speak.
+        Ok(a) if a.username == "<token>" => {
+            tracing::warn!(helper = %program.display(), host, "the helper holds an identity token, not a password; pulling anonymously");
+            None
+        }
+        Ok(a) => Some(Credentials {
+            username: a.username,
+            password: a.secret,
+        }),
+        Err(error) => {
+            tracing::warn!(helper = %program.display(), host, %error, "no credentials from the helper; pulling anonymously");
+            None
+        }
+    }
 }
 
 /// The host part of an `auths` key, with Docker Hub's aliases made one.
@@ -329,16 +403,49 @@ mod tests {
             ),
         )
         .unwrap();
-        let hub = docker_config_credentials(&path, "docker.io").unwrap().unwrap();
+        let hub = docker_config_credentials(&path, "docker.io", None).unwrap().unwrap();
         assert_eq!((hub.username.as_str(), hub.password.as_str()), ("alice", "s3cret:x"));
-        let local = docker_config_credentials(&path, "127.0.0.1:5000").unwrap().unwrap();
+        let local = docker_config_credentials(&path, "127.0.0.1:5000", None)
+            .unwrap()
+            .unwrap();
         assert_eq!(local.username, "bob");
-        assert!(docker_config_credentials(&path, "quay.io").unwrap().is_none());
-        let err = docker_config_credentials(&path, "bad:1").unwrap_err().to_string();
+        assert!(docker_config_credentials(&path, "quay.io", None).unwrap().is_none());
+        let err = docker_config_credentials(&path, "bad:1", None).unwrap_err().to_string();
         assert!(err.contains("config.json") && err.contains("auths[bad:1]"), "{err}");
-        assert!(docker_config_credentials(&dir.path().join("none.json"), "x")
+        assert!(docker_config_credentials(&dir.path().join("none.json"), "x", None)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn credential_helpers_come_before_auths() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let name = "petri-test";
+        let script = dir.path().join(format!("docker-credential-{name}"));
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nread server\ncase \"$server\" in\n\
+             lan:5000) echo '{\"ServerURL\":\"lan:5000\",\"Username\":\"carol\",\"Secret\":\"pw\"}';;\n\
+             *) echo 'credentials not found in native keychain'; exit 1;;\nesac\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"auths": {{"lan:5000": {{"username": "u", "password": "p"}}, "other:1": {{}}}},
+                "credHelpers": {{"lan:5000": "{name}"}}, "credsStore": "missing-helper"}}"#
+            ),
+        )
+        .unwrap();
+        let lan = docker_config_credentials(&path, "lan:5000", Some(dir.path()))
+            .unwrap()
+            .unwrap();
+        let other = docker_config_credentials(&path, "other:1", Some(dir.path())).unwrap();
+        assert_eq!((lan.username.as_str(), lan.password.as_str()), ("carol", "pw"));
+        assert!(other.is_none(), "credsStore's helper is missing: anonymous");
     }
 
     #[test]
