@@ -277,29 +277,7 @@ impl Source {
     }
 
     fn layout_layers(&self, descs: &[Descriptor], config: &ImageConfig) -> Result<Vec<SourceLayer>, SourceError> {
-        self.check_layer_count(descs.len(), config)?;
-        descs
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .map(|(d, diff_id)| {
-                let compression = Compression::of_layer_media_type(&d.media_type).ok_or_else(|| {
-                    self.invalid(&format!(
-                        "layer {} has unsupported media type {:?}",
-                        d.digest, d.media_type
-                    ))
-                })?;
-                Ok(SourceLayer {
-                    member: blob_member(&d.digest),
-                    media_type: d.media_type.clone(),
-                    expect: LayerExpect {
-                        digest: Some(d.digest.clone()),
-                        size: Some(d.size),
-                        compression: Some(compression),
-                        diff_id: diff_id.clone(),
-                    },
-                })
-            })
-            .collect()
+        manifest_layers(descs, config, blob_member).map_err(|detail| self.invalid(&detail))
     }
 
     fn resolve_docker(&self, tag: Option<&str>) -> Result<ResolvedImage, SourceError> {
@@ -374,13 +352,7 @@ impl Source {
     }
 
     fn check_layer_count(&self, layers: usize, config: &ImageConfig) -> Result<(), SourceError> {
-        if layers != config.rootfs.diff_ids.len() {
-            return Err(self.invalid(&format!(
-                "the image lists {layers} layers but its config has {} diff_ids",
-                config.rootfs.diff_ids.len()
-            )));
-        }
-        Ok(())
+        layer_count_matches(layers, config).map_err(|detail| self.invalid(&detail))
     }
 
     fn parse_config(&self, bytes: &[u8]) -> Result<ImageConfig, SourceError> {
@@ -502,6 +474,43 @@ impl LayerSource for Source {
         layer: &SourceLayer,
     ) -> Result<Box<dyn Read + Send>, Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.open_member(&layer.member)?)
+    }
+}
+
+/// The layers a manifest lists, each with the diff_id the config gives it; `member`
+/// names where a blob is read from. The error says what is wrong; the caller adds where.
+pub fn manifest_layers(
+    descs: &[Descriptor],
+    config: &ImageConfig,
+    member: impl Fn(&Digest) -> String,
+) -> Result<Vec<SourceLayer>, String> {
+    layer_count_matches(descs.len(), config)?;
+    descs
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(d, diff_id)| {
+            let compression = Compression::of_layer_media_type(&d.media_type)
+                .ok_or_else(|| format!("layer {} has unsupported media type {:?}", d.digest, d.media_type))?;
+            Ok(SourceLayer {
+                member: member(&d.digest),
+                media_type: d.media_type.clone(),
+                expect: LayerExpect {
+                    digest: Some(d.digest.clone()),
+                    size: Some(d.size),
+                    compression: Some(compression),
+                    diff_id: diff_id.clone(),
+                },
+            })
+        })
+        .collect()
+}
+
+fn layer_count_matches(layers: usize, config: &ImageConfig) -> Result<(), String> {
+    match config.rootfs.diff_ids.len() {
+        n if n == layers => Ok(()),
+        n => Err(format!(
+            "the image lists {layers} layers but its config has {n} diff_ids"
+        )),
     }
 }
 

@@ -29,10 +29,9 @@ use tokio::runtime::Handle;
 use super::config::{Credentials, Endpoint};
 use super::{PullError, PullProgress};
 use crate::image::digest::Digest;
-use crate::image::layer::LayerExpect;
-use crate::image::oci::{media, Compression, Descriptor, Document, ImageConfig, Platform};
+use crate::image::oci::{media, Descriptor, Document, ImageConfig, Platform};
 use crate::image::reference::Reference;
-use crate::image::source::{ResolvedImage, SourceLayer};
+use crate::image::source::{manifest_layers, ResolvedImage, SourceLayer};
 
 /// How many times a request is tried before its error is reported.
 const ATTEMPTS: u32 = 5;
@@ -151,19 +150,7 @@ impl Remote {
         let config_bytes = self.document_blob(&manifest.config).await?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| self.invalid(format!("config {}: {e}", manifest.config.digest)))?;
-        if manifest.layers.len() != config.rootfs.diff_ids.len() {
-            return Err(self.invalid(format!(
-                "the manifest lists {} layers but its config has {} diff_ids",
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            )));
-        }
-        let layers = manifest
-            .layers
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .map(|(d, diff_id)| self.layer(d, diff_id))
-            .collect::<Result<_, _>>()?;
+        let layers = manifest_layers(&manifest.layers, &config, Digest::to_string).map_err(|d| self.invalid(d))?;
         Ok(ResolvedImage {
             manifest: Some((digest, bytes)),
             config_digest: manifest.config.digest.clone(),
@@ -171,21 +158,6 @@ impl Remote {
             config,
             layers,
             names: Vec::new(),
-        })
-    }
-
-    fn layer(&self, d: &Descriptor, diff_id: &Digest) -> Result<SourceLayer, PullError> {
-        let compression = Compression::of_layer_media_type(&d.media_type)
-            .ok_or_else(|| self.invalid(format!("layer {}: unsupported media type {}", d.digest, d.media_type)))?;
-        Ok(SourceLayer {
-            member: d.digest.to_string(),
-            media_type: d.media_type.clone(),
-            expect: LayerExpect {
-                digest: Some(d.digest.clone()),
-                size: Some(d.size),
-                compression: Some(compression),
-                diff_id: diff_id.clone(),
-            },
         })
     }
 

@@ -124,27 +124,23 @@ impl RegistryConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let mirrors = match std::env::var(MIRROR_ENV) {
-            Ok(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-            Err(_) => file.registry.mirrors,
+        // Where the mirror list came from, for the error naming a bad entry.
+        let (mirrors, from) = match std::env::var(MIRROR_ENV) {
+            Ok(list) => (
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+                PathBuf::from(format!("${MIRROR_ENV}")),
+            ),
+            Err(_) => (file.registry.mirrors, path),
         };
         let mirrors = mirrors
             .iter()
             .map(|m| Endpoint::parse(m))
             .collect::<Result<_, _>>()
-            .map_err(|detail| ConfigError::Invalid {
-                path: if std::env::var_os(MIRROR_ENV).is_some() {
-                    PathBuf::from(format!("${MIRROR_ENV}"))
-                } else {
-                    path.clone()
-                },
-                detail,
-            })?;
+            .map_err(|detail| ConfigError::Invalid { path: from, detail })?;
         Ok(RegistryConfig {
             mirrors,
             insecure: file.registry.insecure,
