@@ -23,6 +23,7 @@ fn spec(root: &Root, out: &Path, id: &str, script: &str) -> SandboxSpec {
         layers_dir: root.path().join("layers"),
         lower: image.lower_dirs(),
         bundle: root.path().join("containers").join(id),
+        remove: true,
         binds: vec![(out.to_path_buf(), "/out".into(), false)],
         process: ProcessSpec {
             argv: ["sh", "-c", script].iter().map(|s| s.to_string()).collect(),
@@ -84,7 +85,7 @@ fn the_launcher_serves_several_threads() {
             s.spawn(move || {
                 let id = format!("box{n}");
                 let script = format!("echo $HOSTNAME > /out/$HOSTNAME; exit {n}");
-                let pid = launcher.start(&spec(root, out, &id, &script), true).unwrap();
+                let pid = launcher.start(&spec(root, out, &id, &script)).unwrap();
                 assert!(pid > 1);
                 assert_eq!(launcher.wait(&id).unwrap().code, n);
             });
@@ -101,7 +102,7 @@ fn the_launcher_serves_several_threads() {
     );
     let mut bad = spec(&root, out.path(), "missing", "");
     bad.process.argv = vec!["no-such-program".into()];
-    match launcher.start(&bad, true) {
+    match launcher.start(&bad) {
         Err(LauncherError::Failed { code, message }) => {
             assert_eq!(code, 127);
             assert!(message.contains("not found"), "{message}");
@@ -117,7 +118,7 @@ fn the_launcher_forwards_signals() {
     };
     let launcher = Launcher::spawn(Path::new(env!("CARGO_BIN_EXE_petri"))).unwrap();
     let script = "trap 'exit 9' TERM; touch /out/ready; while :; do sleep 0.1; done";
-    launcher.start(&spec(&root, out.path(), "sig", script), true).unwrap();
+    launcher.start(&spec(&root, out.path(), "sig", script)).unwrap();
     let ready: PathBuf = out.path().join("ready");
     for _ in 0..200 {
         if ready.exists() {

@@ -28,15 +28,40 @@ fn io_error(op: &'static str, path: &Path, source: io::Error) -> CgroupError {
 
 /// Writes `value` to the existing cgroup file `path` in one write.
 pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    let result = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(value.as_bytes()));
-    result.map_err(|source| CgroupError::Write {
-        value: value.to_string(),
-        path: path.to_path_buf(),
-        source,
-    })
+    Writer::default().write(path, value)
+}
+
+/// Writes values to cgroup files, keeping the last file open: a run of writes to one file
+/// (the rules of v1 `devices.allow`, one per write) costs one open.
+#[derive(Default)]
+pub(crate) struct Writer {
+    open: Option<(PathBuf, fs::File)>,
+}
+
+impl Writer {
+    pub(crate) fn write(&mut self, path: &Path, value: &str) -> Result<(), CgroupError> {
+        let failed = |source| CgroupError::Write {
+            value: value.to_string(),
+            path: path.to_path_buf(),
+            source,
+        };
+        if self.open.as_ref().is_none_or(|(p, _)| p != path) {
+            self.open = None;
+            let file = OpenOptions::new().write(true).open(path).map_err(failed)?;
+            self.open = Some((path.to_path_buf(), file));
+        }
+        let (_, file) = self.open.as_mut().expect("opened above");
+        file.write_all(value.as_bytes()).map_err(failed)
+    }
+}
+
+/// `rmdir` of an empty cgroup: true when it is gone (or was already), false when the
+/// kernel refuses (processes or child cgroups in it) and teardown must do it properly.
+pub(crate) fn try_remove(dir: &Path) -> bool {
+    match fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
@@ -184,6 +209,36 @@ mod tests {
         fs::write(&missing, "max\n").unwrap();
         write(&missing, "4096").unwrap();
         assert_eq!(fs::read_to_string(&missing).unwrap(), "4096");
+    }
+
+    #[test]
+    fn writer_reopens_only_for_another_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("devices.allow"), tmp.path().join("devices.deny"));
+        fs::write(&a, "").unwrap();
+        fs::write(&b, "").unwrap();
+        let mut w = Writer::default();
+        w.write(&b, "a").unwrap();
+        w.write(&a, "c 1:3 rwm\n").unwrap();
+        // Unlinked while open: the next write to the same path still goes to the open file.
+        fs::remove_file(&a).unwrap();
+        w.write(&a, "c 1:5 rwm\n").unwrap();
+        assert!(!a.exists(), "reopened (and so created) the same file");
+        // Another file: opened afresh, so this write lands at its start, over the "a".
+        w.write(&b, "b").unwrap();
+        assert_eq!(fs::read_to_string(&b).unwrap(), "b");
+    }
+
+    #[test]
+    fn try_remove_refuses_a_non_empty_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c1");
+        fs::create_dir_all(dir.join("child")).unwrap();
+        assert!(!try_remove(&dir));
+        assert!(dir.exists());
+        fs::remove_dir(dir.join("child")).unwrap();
+        assert!(try_remove(&dir));
+        assert!(try_remove(&dir), "a directory already gone counts as removed");
     }
 
     #[test]

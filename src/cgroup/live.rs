@@ -105,12 +105,13 @@ impl Cgroup {
             make_dir(d)?;
             self.dirs.push((d.version, d.path.clone()));
         }
-        plan.steps.iter().try_for_each(|step| self.run(step))
+        let mut writer = files::Writer::default();
+        plan.steps.iter().try_for_each(|step| self.run(step, &mut writer))
     }
 
-    fn run(&mut self, step: &Step) -> Result<(), CgroupError> {
+    fn run(&mut self, step: &Step, writer: &mut files::Writer) -> Result<(), CgroupError> {
         match step {
-            Step::Write { path, value, optional } => match files::write(path, value) {
+            Step::Write { path, value, optional } => match writer.write(path, value) {
                 Err(e) if *optional && e.raw_os_error() == Some(libc::ENOENT) => {
                     tracing::debug!(file = %path.display(), "optional cgroup file absent; skipped");
                     Ok(())
@@ -236,10 +237,19 @@ impl Cgroup {
 
     /// Kills every process in it, then removes its directories (children first). Goes on
     /// through every hierarchy whatever fails, and reports the first failure.
+    ///
+    /// After a container's pid 1 has exited, the kernel has killed the rest of its pid
+    /// namespace, so each directory is usually empty: one `rmdir` per hierarchy, and the
+    /// kill-and-retry teardown runs only where the kernel refuses it.
     pub fn destroy(self) -> Result<(), CgroupError> {
+        let left: Vec<&(Version, PathBuf)> = self.dirs.iter().filter(|(_, dir)| !files::try_remove(dir)).collect();
+        if left.is_empty() {
+            tracing::debug!(cgroup = self.name, "cgroup removed");
+            return Ok(());
+        }
         let mut first = None;
         let deadline = Instant::now() + GIVE_UP_AFTER;
-        for (version, dir) in &self.dirs {
+        for (version, dir) in left.iter().copied() {
             if *version == Version::V2 {
                 // cgroup.kill kills the whole subtree at once; a missing one (older
                 // kernel, or the directory already gone) leaves it to the loop.
@@ -250,7 +260,7 @@ impl Cgroup {
             }
         }
         let deadline = Instant::now() + GIVE_UP_AFTER;
-        for (_, dir) in &self.dirs {
+        for (_, dir) in left {
             if let Err(e) = files::remove_tree(dir, deadline) {
                 first.get_or_insert(e);
             }

@@ -108,6 +108,7 @@ pub fn run(args: RunArgs, root: &Path, printer: &Printer) -> anyhow::Result<i32>
         layers_dir: root.join("layers"),
         lower: image.lower_dirs(),
         bundle: root.join("containers").join(&id),
+        remove: args.rm,
         binds: args
             .mounts
             .iter()
@@ -157,7 +158,7 @@ pub fn run(args: RunArgs, root: &Path, printer: &Printer) -> anyhow::Result<i32>
     forward.until_exit(&running, args.interactive)?;
     drop(raw);
     let exit = running.wait()?;
-    running.cleanup(&spec.bundle, args.rm)?;
+    running.cleanup()?;
     if exit.oom_killed && exit.signal == Some(Signal::KILL.as_raw()) {
         eprintln!(
             "petri: container {name} was killed: out of memory (limit {})",

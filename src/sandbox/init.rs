@@ -61,19 +61,17 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
     crate::sys::process::unshare_cgroup_namespace().map_err(fail("unshare the cgroup namespace"))?;
     rproc::umask(rustix::fs::Mode::empty());
     mounts::make_private().map_err(fail("mounts"))?;
+    // The overlay's writable directories, held open: the scratch tmpfs goes over the
+    // bundle itself, so the bundle on disk needs no mount point of its own.
+    let upper = open_dir(&spec.bundle.join("upper"))?;
+    let work = open_dir(&spec.bundle.join("work"))?;
     // A tmpfs of this mount namespace holds the generated /etc files and the root's
     // mount point; after pivot_root only the bind mounts of those files keep it alive.
-    let scratch = spec.bundle.join("rootfs");
-    let etc_files = mounts::scratch(&scratch, prepared.etc).map_err(fail("scratch tmpfs"))?;
-    let rootfs = scratch.join("root");
-    mounts::mount_overlay(
-        &spec.layers_dir,
-        prepared.lower,
-        &spec.bundle.join("upper"),
-        &spec.bundle.join("work"),
-        &rootfs,
-    )
-    .map_err(fail("root filesystem"))?;
+    let etc_files = mounts::scratch(&spec.bundle, prepared.etc).map_err(fail("scratch tmpfs"))?;
+    let rootfs = spec.bundle.join("root");
+    mounts::mount_overlay(&spec.layers_dir, prepared.lower, &upper, &work, spec.remove, &rootfs)
+        .map_err(fail("root filesystem"))?;
+    drop((upper, work));
     let ops = plan(&PlanInput {
         shm_bytes: spec.shm_bytes,
         binds: &spec.binds,
@@ -122,6 +120,15 @@ fn join_cgroups(task_files: &[PathBuf]) -> Result<(), InitFailure> {
         })?;
     }
     Ok(())
+}
+
+/// An O_PATH descriptor of the directory `path`.
+fn open_dir(path: &Path) -> Result<OwnedFd, InitFailure> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| InitFailure {
+        code: 125,
+        message: format!("open {}: {e}", path.display()),
+    })
 }
 
 /// runtime-notes.md step 5: pivot into the rootfs and detach the old root.

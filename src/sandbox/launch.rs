@@ -7,7 +7,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags};
@@ -34,6 +34,8 @@ pub struct Running {
     pidfd: OwnedFd,
     cgroup: Cgroup,
     tty: Option<OwnedFd>,
+    /// The bundle, when cleanup removes it (`SandboxSpec::remove`).
+    remove: Option<PathBuf>,
 }
 
 /// Starts the sandbox. Must be called from a single-threaded process. When the start
@@ -57,6 +59,7 @@ fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running,
             pidfd,
             cgroup,
             tty,
+            remove: spec.remove.then(|| spec.bundle.clone()),
         }),
         Err(e) => {
             let _ = cgroup.destroy();
@@ -162,9 +165,11 @@ fn read_outcome(sock: &OwnedFd) -> Result<Option<OwnedFd>, SandboxError> {
     }
 }
 
-/// The container's directory on disk: overlay upper and work dirs, and the mount point.
+/// The container's directory on disk: the overlay's upper and work dirs. Every directory
+/// made here costs a synchronous discard when removed on a `discard`-mounted ext4 without
+/// a journal (~135 us each on this project's VM), so there are no others.
 fn prepare_bundle(spec: &SandboxSpec) -> Result<(), SandboxError> {
-    for sub in ["upper", "work", "rootfs"] {
+    for sub in ["upper", "work"] {
         let dir = spec.bundle.join(sub);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
     }
@@ -237,10 +242,10 @@ impl Running {
     }
 
     /// Kills whatever is left in the container's cgroup and removes it; removes the
-    /// bundle too when `remove_bundle`.
-    pub fn cleanup(self, bundle: &Path, remove_bundle: bool) -> Result<(), SandboxError> {
+    /// bundle too for a `--rm` sandbox.
+    pub fn cleanup(self) -> Result<(), SandboxError> {
         self.cgroup.destroy()?;
-        if remove_bundle {
+        if let Some(bundle) = &self.remove {
             fs::remove_dir_all(bundle).map_err(io_err("remove", bundle))?;
         }
         Ok(())

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
@@ -25,14 +25,8 @@ const MAX_MESSAGE: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
-    Launch {
-        spec: Box<SandboxSpec>,
-        remove_bundle: bool,
-    },
-    Signal {
-        id: String,
-        signal: i32,
-    },
+    Launch { spec: Box<SandboxSpec> },
+    Signal { id: String, signal: i32 },
 }
 
 /// What the helper reports about a sandbox, by id.
@@ -97,10 +91,9 @@ impl Launcher {
     }
 
     /// Starts a sandbox; returns its process id once it has exec'd.
-    pub fn start(&self, spec: &SandboxSpec, remove_bundle: bool) -> Result<i32, LauncherError> {
+    pub fn start(&self, spec: &SandboxSpec) -> Result<i32, LauncherError> {
         let request = Request::Launch {
             spec: Box::new(spec.clone()),
-            remove_bundle,
         };
         self.send(&request)?;
         match self.next_event(&spec.id, |e| !matches!(e, Event::Exited { .. }))? {
@@ -117,7 +110,7 @@ impl Launcher {
         })
     }
 
-    /// Waits for the sandbox to exit (its cgroup, and bundle if asked, are gone by then).
+    /// Waits for the sandbox to exit (its cgroup, and its bundle for a `remove` spec, are gone by then).
     pub fn wait(&self, id: &str) -> Result<Exit, LauncherError> {
         match self.next_event(id, |e| matches!(e, Event::Exited { .. }))? {
             Event::Exited { exit, .. } => Ok(exit),
@@ -172,8 +165,6 @@ fn receive(sock: &OwnedFd) -> Result<Option<Vec<u8>>, LauncherError> {
 struct Sandbox {
     id: String,
     running: Running,
-    bundle: PathBuf,
-    remove_bundle: bool,
 }
 
 /// The helper's main loop (`petri __launcher`): the socket arrives as stdin.
@@ -240,14 +231,12 @@ fn handle(
             code: 125,
             message: "a tty is not available through the launcher yet".into(),
         },
-        Request::Launch { spec, remove_bundle } => match launch(spec, hierarchy) {
+        Request::Launch { spec } => match launch(spec, hierarchy) {
             Ok(running) => {
                 let pid = running.pid().as_raw_nonzero().get();
                 children.push(Sandbox {
                     id: spec.id.clone(),
                     running,
-                    bundle: spec.bundle.clone(),
-                    remove_bundle: *remove_bundle,
                 });
                 Event::Started {
                     id: spec.id.clone(),
@@ -278,7 +267,7 @@ fn finish(child: Sandbox) -> Event {
         signal: None,
         oom_killed: false,
     });
-    if let Err(e) = child.running.cleanup(&child.bundle, child.remove_bundle) {
+    if let Err(e) = child.running.cleanup() {
         tracing::warn!(id = child.id, error = %e, "cleaning up a sandbox");
     }
     Event::Exited { id: child.id, exit }

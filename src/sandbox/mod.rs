@@ -48,8 +48,14 @@ pub struct SandboxSpec {
     /// The store's layers directory; `lower` are paths relative to it, top layer first.
     pub layers_dir: PathBuf,
     pub lower: Vec<String>,
-    /// The container's own directory: upper/, work/, rootfs/ and the generated /etc files.
+    /// The container's own directory on disk: the overlay's upper/ and work/. Inside the
+    /// container's mount namespace a tmpfs covers it, holding the root's mount point and
+    /// the generated /etc files.
     pub bundle: PathBuf,
+    /// `--rm`: the writable layer is thrown away. The overlay is mounted `volatile` (no
+    /// sync of the upper filesystem at unmount) and cleanup removes the bundle.
+    #[serde(default)]
+    pub remove: bool,
     /// (host source, container destination, read-only).
     pub binds: Vec<(PathBuf, String, bool)>,
     pub process: ProcessSpec,
