@@ -72,6 +72,29 @@ fn hello_and_exit_codes() {
     assert!(stderr(&out).contains("executable file not found"), "{}", stderr(&out));
 }
 
+/// `--rm` throws the writable layer away, so its overlay is mounted volatile (no sync of
+/// the host filesystem at unmount) and its directory is removed; without `--rm` the layer
+/// is an ordinary one and stays on disk with what the process wrote.
+#[test]
+fn the_writable_layer_is_volatile_and_removed_only_with_rm() {
+    let Some(root) = setup("the_writable_layer_is_volatile_and_removed_only_with_rm") else {
+        return;
+    };
+    let script = "echo kept > /marker && grep ' / / ' /proc/self/mountinfo";
+    let (code, out) = sh(&root, &[], script);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("overlay") && out.contains("volatile"), "{out}");
+    assert_eq!(root.entries("containers"), Vec::<String>::new());
+
+    let kept = root.run(&["run", "busybox", "sh", "-c", script]);
+    assert_eq!(kept.status.code(), Some(0), "{}", stderr(&kept));
+    assert!(!stdout(&kept).contains("volatile"), "{}", stdout(&kept));
+    let bundles = root.entries("containers");
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    let marker = root.path().join("containers").join(&bundles[0]).join("upper/marker");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "kept\n");
+}
+
 #[test]
 fn sigterm_to_petri_reaches_the_container() {
     let Some(root) = setup("sigterm_to_petri_reaches_the_container") else {
