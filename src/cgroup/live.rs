@@ -43,19 +43,37 @@ pub struct Cgroup {
     device_filter: Option<OwnedFd>,
 }
 
+/// A cgroup half made by [`Hierarchy::begin`]: its cgroup2 directory exists (a clone3 can
+/// be born in it), its v1 directories and its limits come with [`PendingCgroup::finish`].
+///
+/// The split lets a launcher clone the container's process first and set the limits
+/// while that process builds its namespaces, on the other core. Nothing may run in the
+/// cgroup before `finish` has returned: the process waits for the launcher's word.
+#[derive(Debug)]
+#[must_use = "finish or abandon a pending cgroup: it has directories on the host"]
+pub struct PendingCgroup {
+    cgroup: Cgroup,
+    plan: Plan,
+}
+
 impl Hierarchy {
     /// Creates the container's cgroup `<own>/petri/<name>` in every hierarchy in use and
     /// applies `limits`. On failure, whatever this call created is removed again.
     pub fn create(&self, name: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        self.begin(name, limits)?.finish()
+    }
+
+    /// The first half of [`Hierarchy::create`]: plans, and makes the cgroup2 directory.
+    pub fn begin(&self, name: &str, limits: &Limits) -> Result<PendingCgroup, CgroupError> {
         let plan = self.plan(name, limits)?;
         let mut cgroup = self.handle(name, &plan.dirs, Vec::new());
-        if let Err(e) = cgroup.build(&plan) {
-            tracing::debug!(cgroup = name, error = %e, "cgroup setup failed; removing what was made");
+        let v2 = plan.dirs.iter().filter(|d| d.version == Version::V2);
+        if let Err(e) = v2.clone().try_for_each(|d| cgroup.make(d)) {
+            tracing::debug!(cgroup = name, error = %e, "cgroup2 directory failed; removing what was made");
             let _ = cgroup.destroy();
             return Err(e);
         }
-        tracing::debug!(cgroup = name, dirs = ?cgroup.paths(), "cgroup created");
-        Ok(cgroup)
+        Ok(PendingCgroup { cgroup, plan })
     }
 
     /// The existing cgroup of container `name` (after a restart of petri, say), without
@@ -99,14 +117,61 @@ impl Hierarchy {
     }
 }
 
-impl Cgroup {
-    fn build(&mut self, plan: &Plan) -> Result<(), CgroupError> {
-        for d in &plan.dirs {
-            make_dir(d)?;
-            self.dirs.push((d.version, d.path.clone()));
-        }
+impl PendingCgroup {
+    /// The cgroup2 directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn unified_dir(&self) -> Option<&Path> {
+        self.cgroup.unified_dir()
+    }
+
+    /// The `tasks` files of the v1 hierarchies, which [`PendingCgroup::finish`] makes. A
+    /// single-threaded process joins them by writing "0" to each itself: moving only the
+    /// calling thread skips the global threadgroup lock, and with it an RCU grace period
+    /// (milliseconds) that writing a pid to `cgroup.procs` costs. cgroup2 is joined at
+    /// clone time (CLONE_INTO_CGROUP).
+    pub fn v1_task_files(&self) -> Vec<PathBuf> {
+        self.plan
+            .dirs
+            .iter()
+            .filter(|d| d.version == Version::V1)
+            .map(|d| d.path.join("tasks"))
+            .collect()
+    }
+
+    /// Makes the v1 directories and applies the limits. On failure, everything the
+    /// cgroup has on the host is removed again.
+    pub fn finish(self) -> Result<Cgroup, CgroupError> {
+        let PendingCgroup { mut cgroup, plan } = self;
+        let v1 = plan.dirs.iter().filter(|d| d.version == Version::V1);
         let mut writer = files::Writer::default();
-        plan.steps.iter().try_for_each(|step| self.run(step, &mut writer))
+        let built = v1
+            .clone()
+            .try_for_each(|d| cgroup.make(d))
+            .and_then(|()| plan.steps.iter().try_for_each(|step| cgroup.run(step, &mut writer)));
+        drop(writer);
+        match built {
+            Ok(()) => {
+                tracing::debug!(cgroup = cgroup.name, dirs = ?cgroup.paths(), "cgroup created");
+                Ok(cgroup)
+            }
+            Err(e) => {
+                tracing::debug!(cgroup = cgroup.name, error = %e, "cgroup setup failed; removing what was made");
+                let _ = cgroup.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes what [`Hierarchy::begin`] made, when the launch fails before `finish`.
+    pub fn abandon(self) -> Result<(), CgroupError> {
+        self.cgroup.destroy()
+    }
+}
+
+impl Cgroup {
+    fn make(&mut self, d: &DirPlan) -> Result<(), CgroupError> {
+        make_dir(d)?;
+        self.dirs.push((d.version, d.path.clone()));
+        Ok(())
     }
 
     fn run(&mut self, step: &Step, writer: &mut files::Writer) -> Result<(), CgroupError> {
@@ -143,24 +208,12 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The `tasks` files of the v1 hierarchies. A single-threaded process joins them by
-    /// writing "0" to each itself: moving only the calling thread skips the global
-    /// threadgroup lock, and with it an RCU grace period (milliseconds) that writing a pid
-    /// to `cgroup.procs` costs. cgroup2 is joined at clone time (CLONE_INTO_CGROUP).
-    pub fn v1_task_files(&self) -> Vec<PathBuf> {
-        self.dirs
-            .iter()
-            .filter(|(v, _)| *v == Version::V1)
-            .map(|(_, d)| d.join("tasks"))
-            .collect()
-    }
-
     /// The container's directory in each hierarchy (what [`Cgroup::destroy`] removes).
     pub fn paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|(_, d)| d.clone()).collect()
     }
 
-    /// The cgroup2 directory, for `clone3(CLONE_INTO_CGROUP)` or a cgroup namespace.
+    /// The cgroup2 directory.
     pub fn unified_dir(&self) -> Option<&Path> {
         self.unified.as_deref()
     }

@@ -14,7 +14,9 @@
 //!
 //! Work is planned, then executed: [`Hierarchy::plan`] turns a name and [`Limits`] into the
 //! directories to make and the exact file writes, purely, so the v1, v2 and hybrid layouts
-//! are tested against fixtures; [`Hierarchy::create`] carries the plan out.
+//! are tested against fixtures; [`Hierarchy::create`] carries the plan out, or
+//! [`Hierarchy::begin`] and [`PendingCgroup::finish`] do, in two halves, for a launcher that
+//! sets limits while the container's process is still building its namespaces.
 //!
 //! | limit   | v1                                              | v2                                  |
 //! |---------|-------------------------------------------------|-------------------------------------|
@@ -34,7 +36,7 @@ use std::path::PathBuf;
 
 pub use detect::{CgroupMounts, Controller, Hierarchy, Version};
 pub use devices::{default_devices, DeviceKind, DeviceRule};
-pub use live::Cgroup;
+pub use live::{Cgroup, PendingCgroup};
 pub use plan::{DirPlan, Plan, Step};
 
 #[derive(Debug, thiserror::Error)]

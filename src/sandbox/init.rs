@@ -19,6 +19,7 @@ use super::plan::{plan, PlanInput};
 use super::process::{resolve_user, User};
 use super::{mounts, security, Network, SandboxSpec};
 use crate::cgroup::CgroupMounts;
+use crate::sys::process::{unshare_namespace, SharedView};
 
 /// A failure inside the child: the exit code petri should report, and why.
 pub struct InitFailure {
@@ -41,7 +42,6 @@ pub struct Prepared<'a> {
     pub cgroups: &'a CgroupMounts,
     /// (container path, contents) of the generated /etc files.
     pub etc: &'a [(&'static str, String)],
-    pub filter: &'a BpfProgram,
 }
 
 /// Everything from the clone to execve. Returns only on failure.
@@ -55,10 +55,13 @@ pub fn run(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> InitFailu
 enum Never {}
 
 fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Never, InitFailure> {
-    join_cgroups(prepared.task_files)?;
+    // The network namespace is made here rather than at clone: building one takes most
+    // of a millisecond, which the launcher spends on the cgroup meanwhile.
+    if spec.network == Network::Isolated {
+        unshare_namespace(SharedView::Network).map_err(fail("unshare the network namespace"))?;
+    }
     // Out of petri's session: a Ctrl-C on the terminal reaches petri only, which forwards it.
     rproc::setsid().map_err(fail("setsid"))?;
-    crate::sys::process::unshare_cgroup_namespace().map_err(fail("unshare the cgroup namespace"))?;
     rproc::umask(rustix::fs::Mode::empty());
     mounts::make_private().map_err(fail("mounts"))?;
     // The overlay's writable directories, held open: the scratch tmpfs goes over the
@@ -72,6 +75,11 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
     mounts::mount_overlay(&spec.layers_dir, prepared.lower, &upper, &work, spec.remove, &rootfs)
         .map_err(fail("root filesystem"))?;
     drop((upper, work));
+    // The cgroup is ready: join it before the cgroup namespace is made, whose root is
+    // the cgroup the process is in at that moment.
+    let filter = await_go(sync)?;
+    join_cgroups(prepared.task_files)?;
+    unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
     let ops = plan(&PlanInput {
         shm_bytes: spec.shm_bytes,
         binds: &spec.binds,
@@ -101,7 +109,7 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
     cloexec_all_fds()?;
     let env = with_home(&spec.process.env, &user.home);
     let program = find_program(&spec.process.argv[0], &env)?;
-    security::install_filter(prepared.filter).map_err(fail("seccomp"))?;
+    security::install_filter(&filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&spec.process.argv[0])
         .args(&spec.process.argv[1..])
@@ -109,6 +117,20 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
         .envs(env.iter().filter_map(|kv| kv.split_once('=')))
         .exec();
     Err(exec_failure(&spec.process.argv[0], err))
+}
+
+/// Waits for the launcher's go message: the cgroup exists with its limits, and the
+/// message is the seccomp filter to install before exec. EOF means the launcher gave up.
+fn await_go(sync: &OwnedFd) -> Result<BpfProgram, InitFailure> {
+    use rustix::net::{recv, RecvFlags};
+    let mut buf = vec![0u8; 64 << 10];
+    let (n, _) = recv(sync, &mut buf, RecvFlags::TRUNC).map_err(fail("wait for the launcher"))?;
+    buf.get(..n)
+        .and_then(security::filter_from_bytes)
+        .ok_or_else(|| InitFailure {
+            code: 125,
+            message: format!("wait for the launcher: got a {n}-byte message, not a seccomp filter"),
+        })
 }
 
 /// Joins the v1 hierarchies (cgroup2 was joined at clone): see `Cgroup::v1_task_files`.

@@ -1,8 +1,9 @@
-//! The launcher's half: prepare the bundle and the cgroup, clone into new namespaces
-//! (born in the cgroup2 directory; the child joins v1 hierarchies itself), learn over a
-//! SOCK_SEQPACKET socketpair whether exec succeeded (EOF with no message means it did),
-//! then wait, signal, and clean up: the cgroup and everything in it, and the bundle when
-//! asked.
+//! The launcher's half: prepare the bundle and the cgroup2 directory, clone into new
+//! namespaces (born in the cgroup2 directory), then make the v1 directories and set the
+//! limits while the child builds its root, and send it the go message over a
+//! SOCK_SEQPACKET socketpair (the child then joins the v1 hierarchies itself); learn over
+//! the same socket whether exec succeeded (EOF with no message means it did), then wait,
+//! signal, and clean up: the cgroup and everything in it, and the bundle when asked.
 
 use std::fs;
 use std::io::{self, Write};
@@ -15,7 +16,7 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
 use super::{base, init, security, Network, SandboxError, SandboxSpec};
-use crate::cgroup::{Cgroup, Hierarchy};
+use crate::cgroup::{Cgroup, Hierarchy, PendingCgroup};
 use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
 
 /// How the container's process ended.
@@ -51,10 +52,33 @@ pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, Sand
 
 fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
     let base = base::ensure(&spec.layers_dir).map_err(io_err("create the base layer in", &spec.layers_dir))?;
-    let filter = security::default_filter()?;
-    let cgroup = hierarchy.create(&spec.id, &spec.limits)?;
-    match start(spec, &base, hierarchy, &cgroup, &filter) {
-        Ok((pid, pidfd, tty)) => Ok(Running {
+    let pending = hierarchy.begin(&spec.id, &spec.limits)?;
+    let (pid, pidfd, sock) = match clone_child(spec, &base, hierarchy, &pending) {
+        Ok(cloned) => cloned,
+        Err(e) => {
+            let _ = pending.abandon();
+            return Err(e);
+        }
+    };
+    let kill = |e: SandboxError| {
+        let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
+        let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
+        e
+    };
+    // The limits are set here while the child builds its namespaces and root on the
+    // other core; it waits for the go message (which carries the seccomp filter) before
+    // it joins the v1 hierarchies and execs.
+    let filter = match security::default_filter() {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = pending.abandon();
+            return Err(kill(e.into()));
+        }
+    };
+    let cgroup = pending.finish().map_err(|e| kill(e.into()))?;
+    let outcome = send_go(&sock, &filter).and_then(|()| read_outcome(&sock));
+    match outcome {
+        Ok(tty) => Ok(Running {
             pid,
             pidfd,
             cgroup,
@@ -62,25 +86,25 @@ fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running,
             remove: spec.remove.then(|| spec.bundle.clone()),
         }),
         Err(e) => {
+            let e = kill(e);
             let _ = cgroup.destroy();
             Err(e)
         }
     }
 }
 
-fn start(
+/// Clones the child into its new namespaces (the network namespace it makes itself, so
+/// that the parent's cgroup work overlaps it) and starts it on [`init::run`]. Returns
+/// the child's pid, a pidfd, and the parent's end of the sync socket.
+fn clone_child(
     spec: &SandboxSpec,
     base: &str,
     hierarchy: &Hierarchy,
-    cgroup: &Cgroup,
-    filter: &seccompiler::BpfProgram,
-) -> Result<(Pid, OwnedFd, Option<OwnedFd>), SandboxError> {
+    cgroup: &PendingCgroup,
+) -> Result<(Pid, OwnedFd, OwnedFd), SandboxError> {
     let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
         .map_err(sys("create the sync socketpair"))?;
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if spec.network == Network::Isolated {
-        flags |= libc::CLONE_NEWNET;
-    }
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     let cgroup_mounts = hierarchy.mounts();
     let task_files = cgroup.v1_task_files();
     let etc = etc_files(spec);
@@ -97,7 +121,7 @@ fn start(
     let _ = io::stdout().flush();
     let cloned = clone_into_namespaces(flags, unified.as_ref().map(|fd| fd.as_fd()))
         .map_err(|source| SandboxError::Sys { op: "clone", source })?;
-    let (pid, pidfd) = match cloned {
+    match cloned {
         Cloned::Child => {
             drop(ours);
             let prepared = init::Prepared {
@@ -105,22 +129,23 @@ fn start(
                 task_files: &task_files,
                 cgroups: &cgroup_mounts,
                 etc: &etc,
-                filter,
             };
             let failure = init::run(spec, &prepared, &theirs);
             let _ = rustix::io::write(&theirs, format!("{}:{}", failure.code, failure.message).as_bytes());
             exit_now(failure.code);
         }
-        Cloned::Parent { pid, pidfd } => (pid, pidfd),
-    };
-    drop(theirs);
-    match read_outcome(&ours) {
-        Ok(tty) => Ok((pid, pidfd, tty)),
-        Err(e) => {
-            let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
-            let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
-            Err(e)
-        }
+        Cloned::Parent { pid, pidfd } => Ok((pid, pidfd, ours)),
+    }
+}
+
+/// Tells the child its cgroup is ready, handing it the seccomp filter to install. A
+/// child that already failed has closed its end: its reason is then what
+/// [`read_outcome`] reports, so a refused send is not an error here.
+fn send_go(sock: &OwnedFd, filter: &seccompiler::BpfProgram) -> Result<(), SandboxError> {
+    use rustix::net::{send, SendFlags};
+    match send(sock, &security::filter_bytes(filter), SendFlags::NOSIGNAL) {
+        Ok(_) | Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => Ok(()),
+        Err(e) => Err(sys("send the go message to the container process")(e)),
     }
 }
 

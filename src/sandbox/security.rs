@@ -113,6 +113,42 @@ pub fn default_filter() -> Result<BpfProgram, SecurityError> {
     Ok(seccomp::compile(&default_rules(), Rule::Errno(libc::EPERM as u32))?)
 }
 
+/// The filter as bytes, to hand to a cloned child: `struct sock_filter` in this
+/// machine's layout, eight bytes an instruction.
+pub fn filter_bytes(filter: &BpfProgram) -> Vec<u8> {
+    filter
+        .iter()
+        .flat_map(|i| {
+            let mut b = [0u8; 8];
+            b[..2].copy_from_slice(&i.code.to_ne_bytes());
+            b[2] = i.jt;
+            b[3] = i.jf;
+            b[4..].copy_from_slice(&i.k.to_ne_bytes());
+            b
+        })
+        .collect()
+}
+
+/// The inverse of [`filter_bytes`]; `None` when `bytes` is not a whole, non-empty
+/// number of instructions.
+pub fn filter_from_bytes(bytes: &[u8]) -> Option<BpfProgram> {
+    if bytes.is_empty() || bytes.len() % 8 != 0 {
+        return None;
+    }
+    let word = |b: &[u8]| u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|b| seccompiler::sock_filter {
+                code: u16::from_ne_bytes([b[0], b[1]]),
+                jt: b[2],
+                jf: b[3],
+                k: word(b),
+            })
+            .collect(),
+    )
+}
+
 /// Installs the filter (after no_new_privs, as the last step before exec).
 pub fn install_filter(filter: &BpfProgram) -> Result<(), SecurityError> {
     Ok(seccompiler::apply_filter(filter)?)
@@ -505,6 +541,23 @@ mod tests {
         let clone = libc::SYS_clone as u32;
         assert_ne!(run(&ours, AUDIT_ARCH, clone, libc::CLONE_NEWNS as u64), RET_ALLOW);
         assert_eq!(run(&ours, AUDIT_ARCH, clone, libc::SIGCHLD as u64), RET_ALLOW);
+    }
+
+    #[test]
+    fn filter_survives_the_trip_to_the_child() {
+        let filter = default_filter().unwrap();
+        let bytes = filter_bytes(&filter);
+        assert_eq!(bytes.len(), filter.len() * 8);
+        let back = filter_from_bytes(&bytes).unwrap();
+        assert_eq!(back.len(), filter.len());
+        for (a, b) in back.iter().zip(&filter) {
+            assert_eq!((a.code, a.jt, a.jf, a.k), (b.code, b.jt, b.jf, b.k));
+        }
+        assert!(filter_from_bytes(&[]).is_none(), "EOF is no filter");
+        assert!(
+            filter_from_bytes(&bytes[..bytes.len() - 3]).is_none(),
+            "a torn instruction"
+        );
     }
 
     #[test]

@@ -189,9 +189,20 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Enters a new cgroup namespace rooted at the caller's current cgroups.
-pub fn unshare_cgroup_namespace() -> io::Result<()> {
-    // SAFETY: CLONE_NEWCGROUP only changes which cgroup paths this process sees; it does
-    // not unshare memory, files or anything else the Rust runtime relies on.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }.map_err(io::Error::from)
+/// unshare(2) of the cgroup or the network namespace: they change only which cgroups
+/// and network this process sees, never its memory, files or anything else the Rust
+/// runtime relies on, so unlike other flags they are safe at any point.
+pub fn unshare_namespace(ns: SharedView) -> io::Result<()> {
+    let flags = match ns {
+        SharedView::Cgroup => rustix::thread::UnshareFlags::NEWCGROUP,
+        SharedView::Network => rustix::thread::UnshareFlags::NEWNET,
+    };
+    // SAFETY: see above; neither flag touches the address space or the fd table.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
+}
+
+/// The namespaces [`unshare_namespace`] makes.
+pub enum SharedView {
+    Cgroup,
+    Network,
 }
