@@ -133,7 +133,7 @@ fn await_go(sync: &OwnedFd) -> Result<BpfProgram, InitFailure> {
         })
 }
 
-/// Joins the v1 hierarchies (cgroup2 was joined at clone): see `Cgroup::v1_task_files`.
+/// Joins the v1 hierarchies (cgroup2 was joined at clone): see `PendingCgroup::v1_task_files`.
 fn join_cgroups(task_files: &[PathBuf]) -> Result<(), InitFailure> {
     for file in task_files {
         fs::write(file, "0").map_err(|e| InitFailure {
