@@ -67,8 +67,8 @@ impl Hierarchy {
     pub fn begin(&self, name: &str, limits: &Limits) -> Result<PendingCgroup, CgroupError> {
         let plan = self.plan(name, limits)?;
         let mut cgroup = self.handle(name, &plan.dirs, Vec::new());
-        let v2 = plan.dirs.iter().filter(|d| d.version == Version::V2);
-        if let Err(e) = v2.clone().try_for_each(|d| cgroup.make(d)) {
+        let mut v2 = plan.dirs.iter().filter(|d| d.version == Version::V2);
+        if let Err(e) = v2.try_for_each(|d| cgroup.make(d)) {
             tracing::debug!(cgroup = name, error = %e, "cgroup2 directory failed; removing what was made");
             let _ = cgroup.destroy();
             return Err(e);
@@ -141,10 +141,9 @@ impl PendingCgroup {
     /// cgroup has on the host is removed again.
     pub fn finish(self) -> Result<Cgroup, CgroupError> {
         let PendingCgroup { mut cgroup, plan } = self;
-        let v1 = plan.dirs.iter().filter(|d| d.version == Version::V1);
+        let mut v1 = plan.dirs.iter().filter(|d| d.version == Version::V1);
         let mut writer = files::Writer::default();
         let built = v1
-            .clone()
             .try_for_each(|d| cgroup.make(d))
             .and_then(|()| plan.steps.iter().try_for_each(|step| cgroup.run(step, &mut writer)));
         drop(writer);

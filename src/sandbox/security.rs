@@ -135,7 +135,6 @@ pub fn filter_from_bytes(bytes: &[u8]) -> Option<BpfProgram> {
     if bytes.is_empty() || bytes.len() % 8 != 0 {
         return None;
     }
-    let word = |b: &[u8]| u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
     Some(
         bytes
             .chunks_exact(8)
@@ -143,7 +142,7 @@ pub fn filter_from_bytes(bytes: &[u8]) -> Option<BpfProgram> {
                 code: u16::from_ne_bytes([b[0], b[1]]),
                 jt: b[2],
                 jf: b[3],
-                k: word(b),
+                k: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
             })
             .collect(),
     )
