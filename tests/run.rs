@@ -191,6 +191,25 @@ fn env_workdir_hostname() {
     );
 }
 
+/// The launcher keeps the child off its own CPU while both set up; the process that
+/// runs must still have every CPU petri had.
+#[test]
+fn the_container_gets_petris_cpu_set() {
+    let Some(root) = setup("the_container_gets_petris_cpu_set") else {
+        return;
+    };
+    let cpus = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .map(str::to_string)
+    };
+    let ours = cpus(&std::fs::read_to_string("/proc/self/status").unwrap()).expect("Cpus_allowed_list");
+    let (code, out) = sh(&root, &[], "cat /proc/self/status");
+    assert_eq!(code, 0);
+    assert_eq!(cpus(&out), Some(ours));
+}
+
 #[test]
 fn users_and_groups_come_from_the_image() {
     let Some(root) = setup("users_and_groups_come_from_the_image") else {

@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use rustix::process::{self as rproc, Resource, Rlimit};
-use rustix::thread as rthread;
+use rustix::thread::{self as rthread, CpuSet};
 
 use seccompiler::BpfProgram;
 
@@ -42,6 +42,9 @@ pub struct Prepared<'a> {
     pub cgroups: &'a CgroupMounts,
     /// (container path, contents) of the generated /etc files.
     pub etc: &'a [(&'static str, String)],
+    /// The launcher's CPU set, to take back after the go message: until then the
+    /// launcher may have kept this process off its own CPU (`launch::Affinity`).
+    pub affinity: Option<&'a CpuSet>,
 }
 
 /// Everything from the clone to execve. Returns only on failure.
@@ -78,6 +81,9 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
     // The cgroup is ready: join it before the cgroup namespace is made, whose root is
     // the cgroup the process is in at that moment.
     let filter = await_go(sync)?;
+    if let Some(cpus) = prepared.affinity {
+        rthread::sched_setaffinity(None, cpus).map_err(fail("restore the CPU affinity"))?;
+    }
     join_cgroups(prepared.task_files)?;
     unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
     let ops = plan(&PlanInput {
