@@ -168,7 +168,7 @@ impl Affinity {
 
     /// Best effort: a child that stays on the launcher's CPU is only slower to start.
     fn move_away(&self, child: Pid) {
-        let mut elsewhere = self.allowed.clone();
+        let mut elsewhere = self.allowed;
         elsewhere.unset(sched_getcpu());
         if elsewhere.count() > 0 {
             let _ = sched_setaffinity(Some(child), &elsewhere);
