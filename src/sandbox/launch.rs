@@ -54,7 +54,9 @@ pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, Sand
 fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
     let base = base::ensure(&spec.layers_dir).map_err(io_err("create the base layer in", &spec.layers_dir))?;
     let pending = hierarchy.begin(&spec.id, &spec.limits)?;
-    let (pid, pidfd, sock) = match clone_child(spec, &base, hierarchy, &pending) {
+    // Held until the go message is sent; dropping it gives the launcher its CPUs back.
+    let placement = Placement::pin_launcher();
+    let (pid, pidfd, sock) = match clone_child(spec, &base, hierarchy, &pending, placement.as_ref()) {
         Ok(cloned) => cloned,
         Err(e) => {
             let _ = pending.abandon();
@@ -77,7 +79,9 @@ fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running,
         }
     };
     let cgroup = pending.finish().map_err(|e| kill(e.into()))?;
-    let outcome = send_go(&sock, &filter).and_then(|()| read_outcome(&sock));
+    let sent = send_go(&sock, &filter);
+    drop(placement);
+    let outcome = sent.and_then(|()| read_outcome(&sock));
     match outcome {
         Ok(tty) => Ok(Running {
             pid,
@@ -102,6 +106,7 @@ fn clone_child(
     base: &str,
     hierarchy: &Hierarchy,
     cgroup: &PendingCgroup,
+    placement: Option<&Placement>,
 ) -> Result<(Pid, OwnedFd, OwnedFd), SandboxError> {
     let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
         .map_err(sys("create the sync socketpair"))?;
@@ -119,7 +124,6 @@ fn clone_child(
         ),
         None => None,
     };
-    let affinity = Affinity::of_launcher();
     let _ = io::stdout().flush();
     let cloned = clone_into_namespaces(flags, unified.as_ref().map(|fd| fd.as_fd()))
         .map_err(|source| SandboxError::Sys { op: "clone", source })?;
@@ -131,48 +135,61 @@ fn clone_child(
                 task_files: &task_files,
                 cgroups: &cgroup_mounts,
                 etc: &etc,
-                affinity: affinity.as_ref().map(|a| &a.allowed),
+                affinity: placement.map(|p| &p.allowed),
             };
             let failure = init::run(spec, &prepared, &theirs);
             let _ = rustix::io::write(&theirs, format!("{}:{}", failure.code, failure.message).as_bytes());
             exit_now(failure.code);
         }
         Cloned::Parent { pid, pidfd } => {
-            if let Some(a) = &affinity {
-                a.move_away(pid);
+            if let Some(p) = placement {
+                p.move_away(pid);
             }
             Ok((pid, pidfd, ours))
         }
     }
 }
 
-/// Where the child runs until the go message. The launcher and the child work in
-/// parallel from the clone to the go message (cgroup limits and the seccomp filter
-/// beside the network namespace and the overlay), but the scheduler often queues a new
-/// child on its parent's CPU, and the two then take turns on one core while another
-/// sits idle: measured on the project's 2-core VM, that was most launches. So when the
-/// launcher may run on more than one CPU, the child is moved off the launcher's current
-/// one, and it restores the launcher's CPU set itself once the go message has come (see
-/// `init::Prepared::affinity`), before anything of the container's own runs.
-struct Affinity {
-    /// The launcher's CPU set, which the container's process ends up with.
+/// Where the launcher and the child run until the go message. The two work in parallel
+/// from the clone to the go message (cgroup limits and the seccomp filter beside the
+/// network namespace and the overlay), but the scheduler often puts a new child on its
+/// parent's CPU, and a parent and child left free then drift onto one core and take
+/// turns on it while another sits idle: measured on the project's 2-core VM, that was
+/// most launches. So, when there is more than one CPU to use, the launcher pins itself
+/// to the CPU it is on and the child to the others; the launcher's pin ends when this
+/// is dropped, and the child restores the launcher's CPU set itself once the go message
+/// has come (`init::Prepared::affinity`), before anything of the container's runs.
+struct Placement {
+    /// The launcher's CPU set, which both end up with again.
     allowed: CpuSet,
+    launcher_cpu: usize,
 }
 
-impl Affinity {
-    /// `None` when there is no other CPU to move the child to.
-    fn of_launcher() -> Option<Self> {
+impl Placement {
+    /// `None` when there is no other CPU for the child, or the launcher cannot be pinned.
+    fn pin_launcher() -> Option<Self> {
         let allowed = sched_getaffinity(None).ok()?;
-        (allowed.count() > 1).then_some(Affinity { allowed })
+        if allowed.count() < 2 {
+            return None;
+        }
+        let launcher_cpu = sched_getcpu();
+        let mut here = CpuSet::new();
+        here.set(launcher_cpu);
+        sched_setaffinity(None, &here).ok()?;
+        Some(Placement { allowed, launcher_cpu })
     }
 
     /// Best effort: a child that stays on the launcher's CPU is only slower to start.
     fn move_away(&self, child: Pid) {
         let mut elsewhere = self.allowed;
-        elsewhere.unset(sched_getcpu());
-        if elsewhere.count() > 0 {
-            let _ = sched_setaffinity(Some(child), &elsewhere);
-        }
+        elsewhere.unset(self.launcher_cpu);
+        let _ = sched_setaffinity(Some(child), &elsewhere);
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        let _ = sched_setaffinity(None, &self.allowed);
     }
 }
 
