@@ -210,6 +210,45 @@ fn the_container_gets_petris_cpu_set() {
     assert_eq!(cpus(&out), Some(ours));
 }
 
+/// /dev as Docker makes it: the default nodes (mode 0666), the links, devpts, an shm of
+/// the size asked for, and mqueue. The launcher builds most of it as detached mounts
+/// and the child attaches them, so this pins down what the container sees.
+#[test]
+fn dev_has_the_default_nodes_links_and_mounts() {
+    let Some(root) = setup("dev_has_the_default_nodes_links_and_mounts") else {
+        return;
+    };
+    let (code, out) = sh(
+        &root,
+        &["--shm-size", "8Mi"],
+        r#"stat -c '%n %F %a %t:%T' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty
+           readlink /dev/fd; readlink /dev/ptmx; df -k /dev/shm | tail -1 | awk '{print $2}'
+           awk 'index($5, "/dev") == 1 {print $5, $9}' /proc/self/mountinfo
+           echo x > /dev/null && echo null-ok"#,
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "/dev/null character special file 666 1:3",
+            "/dev/zero character special file 666 1:5",
+            "/dev/full character special file 666 1:7",
+            "/dev/random character special file 666 1:8",
+            "/dev/urandom character special file 666 1:9",
+            "/dev/tty character special file 666 5:0",
+            "/proc/self/fd",
+            "pts/ptmx",
+            "8192",
+            "/dev tmpfs",
+            "/dev/pts devpts",
+            "/dev/shm tmpfs",
+            "/dev/mqueue mqueue",
+            "null-ok",
+        ]
+    );
+}
+
 #[test]
 fn users_and_groups_come_from_the_image() {
     let Some(root) = setup("users_and_groups_come_from_the_image") else {

@@ -15,7 +15,7 @@ use rustix::thread::{self as rthread, CpuSet};
 
 use seccompiler::BpfProgram;
 
-use super::plan::{plan, PlanInput};
+use super::plan::{plan, PlanInput, PREBUILT};
 use super::process::{resolve_user, User};
 use super::{mounts, security, Network, SandboxSpec};
 use crate::cgroup::CgroupMounts;
@@ -80,19 +80,19 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
     drop((upper, work));
     // The cgroup is ready: join it before the cgroup namespace is made, whose root is
     // the cgroup the process is in at that moment.
-    let filter = await_go(sync)?;
+    let (filter, dev) = await_go(sync)?;
     if let Some(cpus) = prepared.affinity {
         rthread::sched_setaffinity(None, cpus).map_err(fail("restore the CPU affinity"))?;
     }
     join_cgroups(prepared.task_files)?;
     unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
     let ops = plan(&PlanInput {
-        shm_bytes: spec.shm_bytes,
         binds: &spec.binds,
         etc_files: &etc_files,
         cgroups: prepared.cgroups,
     });
-    mounts::execute(&rootfs, &ops).map_err(fail("mounts"))?;
+    mounts::execute(&rootfs, &ops, &dev).map_err(fail("mounts"))?;
+    drop(dev);
     pivot_root(&rootfs)?;
     if spec.process.tty {
         open_tty(sync)?;
@@ -125,18 +125,43 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
     Err(exec_failure(&spec.process.argv[0], err))
 }
 
-/// Waits for the launcher's go message: the cgroup exists with its limits, and the
-/// message is the seccomp filter to install before exec. EOF means the launcher gave up.
-fn await_go(sync: &OwnedFd) -> Result<BpfProgram, InitFailure> {
-    use rustix::net::{recv, RecvFlags};
+/// Waits for the launcher's go message: the cgroup exists with its limits; the message
+/// is the seccomp filter to install before exec, and it carries the detached mounts of
+/// [`PREBUILT`] in that order. EOF means the launcher gave up.
+fn await_go(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailure> {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
     let mut buf = vec![0u8; 64 << 10];
-    let (n, _) = recv(sync, &mut buf, RecvFlags::TRUNC).map_err(fail("wait for the launcher"))?;
-    buf.get(..n)
-        .and_then(security::filter_from_bytes)
-        .ok_or_else(|| InitFailure {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(PREBUILT.len()))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(
+        sync,
+        &mut [io::IoSliceMut::new(&mut buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(fail("wait for the launcher"))?;
+    if got.flags.intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC) {
+        return Err(fail("wait for the launcher")("the go message was truncated"));
+    }
+    let n = got.bytes;
+    let mut fds = Vec::with_capacity(PREBUILT.len());
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    let filter = buf.get(..n).and_then(security::filter_from_bytes);
+    match filter {
+        Some(filter) if fds.len() == PREBUILT.len() => Ok((filter, PREBUILT.into_iter().zip(fds).collect())),
+        _ => Err(InitFailure {
             code: 125,
-            message: format!("wait for the launcher: got a {n}-byte message, not a seccomp filter"),
-        })
+            message: format!(
+                "wait for the launcher: got {n} bytes and {} descriptors, not a seccomp filter and {} mounts",
+                fds.len(),
+                PREBUILT.len()
+            ),
+        }),
+    }
 }
 
 /// Joins the v1 hierarchies (cgroup2 was joined at clone): see `PendingCgroup::v1_task_files`.

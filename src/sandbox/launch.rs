@@ -1,7 +1,9 @@
 //! The launcher's half: prepare the bundle and the cgroup2 directory, clone into new
-//! namespaces (born in the cgroup2 directory), then make the v1 directories and set the
-//! limits while the child builds its root, and send it the go message over a
-//! SOCK_SEQPACKET socketpair (the child then joins the v1 hierarchies itself); learn over
+//! namespaces (born in the cgroup2 directory), then, while the child builds its network
+//! namespace and root on another CPU, make the v1 directories, set the limits, compile
+//! the seccomp filter and build the container's /dev as detached mounts, and send it all
+//! in the go message over a SOCK_SEQPACKET socketpair (the child then joins the v1
+//! hierarchies itself and attaches /dev); learn over
 //! the same socket whether exec succeeded (EOF with no message means it did), then wait,
 //! signal, and clean up: the cgroup and everything in it, and the bundle when asked.
 
@@ -16,7 +18,7 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 
-use super::{base, init, security, Network, SandboxError, SandboxSpec};
+use super::{base, init, mounts, plan, security, Network, SandboxError, SandboxSpec};
 use crate::cgroup::{Cgroup, Hierarchy, PendingCgroup};
 use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
 
@@ -79,7 +81,20 @@ fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running,
         }
     };
     let cgroup = pending.finish().map_err(|e| kill(e.into()))?;
-    let sent = send_go(&sock, &filter);
+    let dev = match mounts::build_dev(spec.shm_bytes) {
+        Ok(dev) => dev,
+        Err(e) => {
+            let e = kill(SandboxError::Io {
+                op: e.op,
+                path: e.target.into(),
+                source: e.source,
+            });
+            let _ = cgroup.destroy();
+            return Err(e);
+        }
+    };
+    let sent = send_go(&sock, &filter, &dev);
+    drop(dev);
     drop(placement);
     let outcome = sent.and_then(|()| read_outcome(&sock));
     match outcome {
@@ -193,12 +208,18 @@ impl Drop for Placement {
     }
 }
 
-/// Tells the child its cgroup is ready, handing it the seccomp filter to install. A
-/// child that already failed has closed its end: its reason is then what
-/// [`read_outcome`] reports, so a refused send is not an error here.
-fn send_go(sock: &OwnedFd, filter: &seccompiler::BpfProgram) -> Result<(), SandboxError> {
-    use rustix::net::{send, SendFlags};
-    match send(sock, &security::filter_bytes(filter), SendFlags::NOSIGNAL) {
+/// Tells the child its cgroup is ready, handing it the seccomp filter to install and
+/// the detached mounts of /dev to attach. A child that already failed has closed its
+/// end: its reason is then what [`read_outcome`] reports, so a refused send is not an
+/// error here.
+fn send_go(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let fds: Vec<BorrowedFd> = dev.iter().map(|(_, fd)| fd.as_fd()).collect();
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(plan::PREBUILT.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    let bytes = security::filter_bytes(filter);
+    match sendmsg(sock, &[io::IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
         Ok(_) | Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => Ok(()),
         Err(e) => Err(sys("send the go message to the container process")(e)),
     }

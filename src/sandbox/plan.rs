@@ -25,53 +25,50 @@ pub enum MountOp {
         target: String,
         readonly: bool,
     },
-    /// A character device node in the container's /dev.
-    Device {
-        target: String,
-        major: u32,
-        minor: u32,
-    },
-    Symlink {
-        target: String,
-        points_to: String,
-    },
     /// Hide a file (bind /dev/null over it) or a directory (read-only empty tmpfs).
-    Mask {
-        target: String,
-    },
+    Mask { target: String },
     /// Re-bind a path onto itself read-only.
-    ReadOnly {
-        target: String,
-    },
+    ReadOnly { target: String },
     /// Make the mount already at `target` (and its submounts) read-only.
-    Seal {
-        target: String,
-    },
+    Seal { target: String },
+    /// Attach the mount the launcher built for `target` (one of [`PREBUILT`]).
+    Attach { target: &'static str },
 }
+
+/// The mounts the launcher builds as detached mounts (the new mount API) while the
+/// child makes its namespaces, and the child only attaches, in this order: /dev (a
+/// tmpfs with the device nodes, links and mount points of [`DEVICES`], [`LINKS`] and
+/// [`DEV_DIRS`]), its devpts and its shm. None of them belongs to a namespace the child
+/// makes, unlike proc (pid), sysfs (net), mqueue (ipc) and cgroup, which it mounts
+/// itself.
+pub const PREBUILT: [&str; 3] = ["/dev", "/dev/pts", "/dev/shm"];
+/// Mount points in the /dev tmpfs, relative to it.
+pub const DEV_DIRS: &[&str] = &["pts", "shm", "mqueue"];
 
 /// The inputs the plan depends on.
 pub struct PlanInput<'a> {
-    pub shm_bytes: u64,
     pub binds: &'a [(PathBuf, String, bool)],
     pub etc_files: &'a [(PathBuf, &'static str)],
     pub cgroups: &'a CgroupMounts,
 }
 
-const DEVICES: &[(&str, u32, u32)] = &[
-    ("/dev/null", 1, 3),
-    ("/dev/zero", 1, 5),
-    ("/dev/full", 1, 7),
-    ("/dev/random", 1, 8),
-    ("/dev/urandom", 1, 9),
-    ("/dev/tty", 5, 0),
+/// Character devices in /dev (name relative to it, major, minor).
+pub const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
 ];
-const LINKS: &[(&str, &str)] = &[
-    ("/dev/fd", "/proc/self/fd"),
-    ("/dev/stdin", "/proc/self/fd/0"),
-    ("/dev/stdout", "/proc/self/fd/1"),
-    ("/dev/stderr", "/proc/self/fd/2"),
-    ("/dev/ptmx", "pts/ptmx"),
-    ("/dev/core", "/proc/kcore"),
+/// Symbolic links in /dev (name relative to it, what it points to).
+pub const LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
 ];
 /// Docker's masked and read-only paths.
 const MASKED: &[&str] = &[
@@ -101,36 +98,8 @@ fn fs(fstype: &'static str, target: &str, flags: MountFlags, data: &str) -> Moun
 
 pub fn plan(input: &PlanInput) -> Vec<MountOp> {
     let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
-    let mut ops = vec![
-        fs("proc", "/proc", nosuid_nodev | MountFlags::NOEXEC, ""),
-        fs(
-            "tmpfs",
-            "/dev",
-            MountFlags::NOSUID | MountFlags::STRICTATIME,
-            "mode=755,size=65536k",
-        ),
-    ];
-    ops.extend(DEVICES.iter().map(|&(t, major, minor)| MountOp::Device {
-        target: t.into(),
-        major,
-        minor,
-    }));
-    ops.extend(LINKS.iter().map(|&(t, p)| MountOp::Symlink {
-        target: t.into(),
-        points_to: p.into(),
-    }));
-    ops.push(fs(
-        "devpts",
-        "/dev/pts",
-        MountFlags::NOSUID | MountFlags::NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620,gid=5",
-    ));
-    ops.push(fs(
-        "tmpfs",
-        "/dev/shm",
-        nosuid_nodev | MountFlags::NOEXEC,
-        &format!("mode=1777,size={}", input.shm_bytes),
-    ));
+    let mut ops = vec![fs("proc", "/proc", nosuid_nodev | MountFlags::NOEXEC, "")];
+    ops.extend(PREBUILT.iter().map(|&target| MountOp::Attach { target }));
     ops.push(fs("mqueue", "/dev/mqueue", nosuid_nodev | MountFlags::NOEXEC, ""));
     let ro_sys = nosuid_nodev | MountFlags::NOEXEC | MountFlags::RDONLY;
     ops.push(fs("sysfs", "/sys", ro_sys, ""));
@@ -187,7 +156,6 @@ mod tests {
 
     fn input<'a>(cgroups: &'a CgroupMounts, binds: &'a [(PathBuf, String, bool)]) -> PlanInput<'a> {
         PlanInput {
-            shm_bytes: 64 << 20,
             binds,
             etc_files: &[],
             cgroups,
@@ -203,11 +171,14 @@ mod tests {
         let binds = [(PathBuf::from("/data"), "/mnt/data".to_string(), true)];
         let ops = plan(&input(&cg, &binds));
         assert!(matches!(&ops[0], MountOp::Fs { fstype: "proc", target, .. } if target == "/proc"));
-        assert!(matches!(&ops[1], MountOp::Fs { fstype: "tmpfs", target, .. } if target == "/dev"));
-        let shm = ops
+        let attached: Vec<&str> = ops[1..4]
             .iter()
-            .find(|o| matches!(o, MountOp::Fs { target, .. } if target == "/dev/shm"));
-        assert!(matches!(shm, Some(MountOp::Fs { data, .. }) if data.contains("size=67108864")));
+            .filter_map(|o| match o {
+                MountOp::Attach { target } => Some(*target),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(attached, PREBUILT, "/dev before the mounts inside it");
         let bind = ops
             .iter()
             .position(|o| matches!(o, MountOp::Bind { readonly: true, .. }))
