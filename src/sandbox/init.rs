@@ -43,7 +43,7 @@ pub struct Prepared<'a> {
     /// (container path, contents) of the generated /etc files.
     pub etc: &'a [(&'static str, String)],
     /// The launcher's CPU set, to take back after the go message: until then the
-    /// launcher may have kept this process off its own CPU (`launch::Affinity`).
+    /// launcher may have kept this process off its own CPU (`launch::Placement`).
     pub affinity: Option<&'a CpuSet>,
 }
 
