@@ -95,6 +95,52 @@ fn the_writable_layer_is_volatile_and_removed_only_with_rm() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "kept\n");
 }
 
+/// The marker a volatile overlay leaves in its work directory (`work/work/incompat`) is
+/// removed while a `--rm` container runs, and the overlay goes on working without it:
+/// the container writes a new file and changes one of the image's (a copy-up, which
+/// goes through the work directory) after the marker has gone.
+#[test]
+fn a_rm_containers_overlay_marker_goes_while_it_runs() {
+    let Some(root) = setup("a_rm_containers_overlay_marker_goes_while_it_runs") else {
+        return;
+    };
+    let mut child = root
+        .cmd()
+        .args(["run", "--rm", "-i", "busybox", "sh", "-c"])
+        .arg("echo ready; read go; echo new > /new && echo changed >> /etc/passwd && cat /new && tail -n 1 /etc/passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let bundles = root.entries("containers");
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    let work = root.path().join("containers").join(&bundles[0]).join("work/work");
+    let tree = || {
+        let mut names: Vec<String> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // The launcher removes it right after the exec it waits for; the container is held
+    // by `read` meanwhile, so this only waits for the launcher, never for a timeout to
+    // pass or fail the test.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !tree().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(tree(), Vec::<String>::new(), "the marker is still in {}", work.display());
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert_eq!(rest, ["new", "changed"]);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(root.entries("containers"), Vec::<String>::new());
+}
+
 #[test]
 fn sigterm_to_petri_reaches_the_container() {
     let Some(root) = setup("sigterm_to_petri_reaches_the_container") else {

@@ -53,7 +53,8 @@ pub struct SandboxSpec {
     /// the generated /etc files.
     pub bundle: PathBuf,
     /// `--rm`: the writable layer is thrown away. The overlay is mounted `volatile` (no
-    /// sync of the upper filesystem at unmount) and cleanup removes the bundle.
+    /// sync of the upper filesystem at unmount), the marker that leaves in the work
+    /// directory is removed once the process runs, and cleanup removes the bundle.
     #[serde(default)]
     pub remove: bool,
     /// (host source, container destination, read-only).
