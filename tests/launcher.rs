@@ -24,6 +24,7 @@ fn spec(root: &Root, out: &Path, id: &str, script: &str) -> SandboxSpec {
         lower: image.lower_dirs(),
         bundle: root.path().join("containers").join(id),
         remove: true,
+        pool: Some(root.path().join("pool")),
         binds: vec![(out.to_path_buf(), "/out".into(), false)],
         process: ProcessSpec {
             argv: ["sh", "-c", script].iter().map(|s| s.to_string()).collect(),
@@ -100,6 +101,8 @@ fn the_launcher_serves_several_threads() {
         Vec::<String>::new(),
         "bundles were not removed"
     );
+    let pooled = root.pooled_bundles();
+    assert!((1..=4).contains(&pooled), "{pooled} bundles kept for reuse");
     let mut bad = spec(&root, out.path(), "missing", "");
     bad.process.argv = vec!["no-such-program".into()];
     match launcher.start(&bad) {

@@ -86,6 +86,14 @@ fn the_writable_layer_is_volatile_and_removed_only_with_rm() {
     assert!(out.contains("overlay") && out.contains("volatile"), "{out}");
     assert_eq!(root.entries("containers"), Vec::<String>::new());
 
+    // The emptied bundle is kept, and the next `--rm` run, which takes it, starts
+    // without the file the first one wrote.
+    assert_eq!(root.pooled_bundles(), 1);
+    let (code, out) = sh(&root, &[], "cat /marker 2>&1; echo again > /marker");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No such file"), "{out}");
+    assert_eq!(root.pooled_bundles(), 1);
+
     let kept = root.run(&["run", "busybox", "sh", "-c", script]);
     assert_eq!(kept.status.code(), Some(0), "{}", stderr(&kept));
     assert!(!stdout(&kept).contains("volatile"), "{}", stdout(&kept));
@@ -98,12 +106,15 @@ fn the_writable_layer_is_volatile_and_removed_only_with_rm() {
 /// The marker a volatile overlay leaves in its work directory (`work/work/incompat`) is
 /// removed while a `--rm` container runs, and the overlay goes on working without it:
 /// the container writes a new file and changes one of the image's (a copy-up, which
-/// goes through the work directory) after the marker has gone.
+/// goes through the work directory) after the marker has gone. The container's bundle
+/// is the one an earlier `--rm` run left in the pool.
 #[test]
 fn a_rm_containers_overlay_marker_goes_while_it_runs() {
     let Some(root) = setup("a_rm_containers_overlay_marker_goes_while_it_runs") else {
         return;
     };
+    assert_eq!(sh(&root, &[], "echo first > /first").0, 0);
+    assert_eq!(root.pooled_bundles(), 1);
     let mut child = root
         .cmd()
         .args(["run", "--rm", "-i", "busybox", "sh", "-c"])
@@ -116,6 +127,7 @@ fn a_rm_containers_overlay_marker_goes_while_it_runs() {
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     let bundles = root.entries("containers");
     assert_eq!(bundles.len(), 1, "{bundles:?}");
+    assert_eq!(root.pooled_bundles(), 0, "the running container took the pooled bundle");
     let work = root.path().join("containers").join(&bundles[0]).join("work/work");
     let tree = || {
         let mut names: Vec<String> = std::fs::read_dir(&work)
@@ -139,6 +151,7 @@ fn a_rm_containers_overlay_marker_goes_while_it_runs() {
     assert_eq!(rest, ["new", "changed"]);
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert_eq!(root.entries("containers"), Vec::<String>::new());
+    assert_eq!(root.pooled_bundles(), 1);
 }
 
 #[test]

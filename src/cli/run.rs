@@ -109,6 +109,7 @@ pub fn run(args: RunArgs, root: &Path, printer: &Printer) -> anyhow::Result<i32>
         lower: image.lower_dirs(),
         bundle: root.join("containers").join(&id),
         remove: args.rm,
+        pool: Some(root.join("pool")),
         binds: args
             .mounts
             .iter()

@@ -18,7 +18,7 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 
-use super::{base, init, mounts, plan, security, Network, SandboxError, SandboxSpec};
+use super::{base, bundle, init, mounts, plan, security, Network, SandboxError, SandboxSpec};
 use crate::cgroup::{Cgroup, Hierarchy, PendingCgroup};
 use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
 
@@ -38,19 +38,25 @@ pub struct Running {
     pidfd: OwnedFd,
     cgroup: Cgroup,
     tty: Option<OwnedFd>,
-    /// The bundle, when cleanup removes it (`SandboxSpec::remove`).
-    remove: Option<PathBuf>,
+    /// The bundle and the pool it goes back to, when cleanup removes it
+    /// (`SandboxSpec::remove`).
+    remove: Option<(PathBuf, Option<PathBuf>)>,
 }
 
 /// Starts the sandbox. Must be called from a single-threaded process. When the start
 /// fails, the bundle directory it prepared is removed again.
 pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
     ensure_single_threaded().map_err(|source| SandboxError::Sys { op: "launch", source })?;
-    let started = prepare_bundle(spec).and_then(|()| launch_prepared(spec, hierarchy));
+    let started = bundle::prepare(&spec.bundle, pool(spec)).and_then(|()| launch_prepared(spec, hierarchy));
     if started.is_err() {
         let _ = fs::remove_dir_all(&spec.bundle);
     }
     started
+}
+
+/// The pool of empty bundles, for a sandbox whose bundle is thrown away.
+fn pool(spec: &SandboxSpec) -> Option<&Path> {
+    spec.pool.as_deref().filter(|_| spec.remove)
 }
 
 fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
@@ -100,14 +106,16 @@ fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running,
     match outcome {
         Ok(tty) => {
             if spec.remove {
-                drop_volatile_marker(&spec.bundle);
+                bundle::drop_volatile_marker(&spec.bundle);
             }
             Ok(Running {
                 pid,
                 pidfd,
                 cgroup,
                 tty,
-                remove: spec.remove.then(|| spec.bundle.clone()),
+                remove: spec
+                    .remove
+                    .then(|| (spec.bundle.clone(), pool(spec).map(Path::to_path_buf))),
             })
         }
         Err(e) => {
@@ -271,33 +279,6 @@ fn read_outcome(sock: &OwnedFd) -> Result<Option<OwnedFd>, SandboxError> {
     }
 }
 
-/// The container's directory on disk: the overlay's upper and work dirs. Every directory
-/// made here costs a synchronous discard when removed on a `discard`-mounted ext4 without
-/// a journal (~135 us each on this project's VM), so there are no others.
-fn prepare_bundle(spec: &SandboxSpec) -> Result<(), SandboxError> {
-    for sub in ["upper", "work"] {
-        let dir = spec.bundle.join(sub);
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-    }
-    Ok(())
-}
-
-/// A `volatile` overlay (a `--rm` sandbox's) leaves `work/work/incompat/volatile` in its
-/// work directory when mounted, so that a later mount of the same upper refuses: after a
-/// crash the upper may not have reached the disk. A `--rm` bundle is never mounted
-/// again, and the kernel keeps no reference to the marker once the mount is made, so it
-/// is removed as soon as the container's process runs (its exec proves the mount is
-/// made) rather than after it exits. On a disk that discards freed blocks synchronously
-/// every directory removed after exit lengthens the run (~0.2 ms each on the project's
-/// VM, see bench/RESULTS.md); these two then go while the container runs. Best effort:
-/// whatever is left goes with the bundle at cleanup.
-fn drop_volatile_marker(bundle: &Path) {
-    let marker = bundle.join("work/work/incompat");
-    if let Err(e) = fs::remove_dir_all(&marker) {
-        tracing::debug!(path = %marker.display(), error = %e, "removing the volatile overlay's marker early");
-    }
-}
-
 /// The generated /etc/hostname, /etc/hosts and /etc/resolv.conf, by container path. The
 /// child writes them to a tmpfs of its own: they never touch the disk.
 fn etc_files(spec: &SandboxSpec) -> Vec<(&'static str, String)> {
@@ -367,8 +348,8 @@ impl Running {
     /// bundle too for a `--rm` sandbox.
     pub fn cleanup(self) -> Result<(), SandboxError> {
         self.cgroup.destroy()?;
-        if let Some(bundle) = &self.remove {
-            fs::remove_dir_all(bundle).map_err(io_err("remove", bundle))?;
+        if let Some((bundle, pool)) = &self.remove {
+            bundle::release(bundle, pool.as_deref())?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 //! behalf and reports over a socket.
 
 mod base;
+mod bundle;
 mod init;
 mod launch;
 pub mod launcher;
@@ -57,6 +58,10 @@ pub struct SandboxSpec {
     /// directory is removed once the process runs, and cleanup removes the bundle.
     #[serde(default)]
     pub remove: bool,
+    /// Where a `remove` sandbox's emptied bundle is kept for the next one to reuse, and
+    /// taken from (see `bundle`); `None` makes and removes it each time.
+    #[serde(default)]
+    pub pool: Option<PathBuf>,
     /// (host source, container destination, read-only).
     pub binds: Vec<(PathBuf, String, bool)>,
     pub process: ProcessSpec,

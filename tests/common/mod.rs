@@ -140,6 +140,23 @@ impl Root {
         names
     }
 
+    /// The bundles kept for reuse by `--rm` runs: asserts that each holds only an empty
+    /// `work` (nothing a container wrote), and returns how many there are.
+    pub fn pooled_bundles(&self) -> usize {
+        let pooled = self.entries("pool");
+        for slot in &pooled {
+            let dir = self.path().join("pool").join(slot);
+            assert_eq!(self.entries(&format!("pool/{slot}")), ["work"], "{}", dir.display());
+            assert_eq!(
+                self.entries(&format!("pool/{slot}/work")),
+                Vec::<String>::new(),
+                "{}",
+                dir.display()
+            );
+        }
+        pooled.len()
+    }
+
     /// The diff directories of an image's layers, lowest first.
     pub fn layer_dirs(&self, image: &str) -> Vec<PathBuf> {
         let inspected = self.json(&["image", "inspect", image]);
