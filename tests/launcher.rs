@@ -101,8 +101,11 @@ fn the_launcher_serves_several_threads() {
         Vec::<String>::new(),
         "bundles were not removed"
     );
-    let pooled = root.pooled_bundles();
-    assert!((1..=4).contains(&pooled), "{pooled} bundles kept for reuse");
+    let (clean, dirty) = root.pooled_bundles();
+    assert!(
+        (1..=4).contains(&dirty) && clean <= 4,
+        "{clean} clean, {dirty} dirty bundles kept"
+    );
     let mut bad = spec(&root, out.path(), "missing", "");
     bad.process.argv = vec!["no-such-program".into()];
     match launcher.start(&bad) {

@@ -86,13 +86,15 @@ fn the_writable_layer_is_volatile_and_removed_only_with_rm() {
     assert!(out.contains("overlay") && out.contains("volatile"), "{out}");
     assert_eq!(root.entries("containers"), Vec::<String>::new());
 
-    // The emptied bundle is kept, and the next `--rm` run, which takes it, starts
-    // without the file the first one wrote.
-    assert_eq!(root.pooled_bundles(), 1);
-    let (code, out) = sh(&root, &[], "cat /marker 2>&1; echo again > /marker");
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("No such file"), "{out}");
-    assert_eq!(root.pooled_bundles(), 1);
+    // The emptied bundle is kept: the next `--rm` run readies it, and the one after that
+    // takes it; neither sees the file the first one wrote.
+    assert_eq!(root.pooled_bundles(), (0, 1));
+    for _ in 0..2 {
+        let (code, out) = sh(&root, &[], "cat /marker 2>&1; echo again > /marker");
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("No such file"), "{out}");
+    }
+    assert_eq!(root.pooled_bundles(), (1, 1));
 
     let kept = root.run(&["run", "busybox", "sh", "-c", script]);
     assert_eq!(kept.status.code(), Some(0), "{}", stderr(&kept));
@@ -113,8 +115,11 @@ fn a_rm_containers_overlay_marker_goes_while_it_runs() {
     let Some(root) = setup("a_rm_containers_overlay_marker_goes_while_it_runs") else {
         return;
     };
-    assert_eq!(sh(&root, &[], "echo first > /first").0, 0);
-    assert_eq!(root.pooled_bundles(), 1);
+    for _ in 0..2 {
+        assert_eq!(sh(&root, &[], "echo first > /first").0, 0);
+    }
+    assert_eq!(root.pooled_bundles(), (1, 1));
+    let pooled = std::fs::metadata(root.path().join("pool/0")).unwrap();
     let mut child = root
         .cmd()
         .args(["run", "--rm", "-i", "busybox", "sh", "-c"])
@@ -127,8 +132,14 @@ fn a_rm_containers_overlay_marker_goes_while_it_runs() {
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     let bundles = root.entries("containers");
     assert_eq!(bundles.len(), 1, "{bundles:?}");
-    assert_eq!(root.pooled_bundles(), 0, "the running container took the pooled bundle");
-    let work = root.path().join("containers").join(&bundles[0]).join("work/work");
+    let bundle = root.path().join("containers").join(&bundles[0]);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&bundle).unwrap().ino(),
+        pooled.ino(),
+        "the running container took the clean pooled bundle"
+    );
+    let work = bundle.join("work/work");
     let tree = || {
         let mut names: Vec<String> = std::fs::read_dir(&work)
             .unwrap()
@@ -144,14 +155,23 @@ fn a_rm_containers_overlay_marker_goes_while_it_runs() {
     while !tree().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert_eq!(tree(), Vec::<String>::new(), "the marker is still in {}", work.display());
+    assert_eq!(
+        tree(),
+        Vec::<String>::new(),
+        "the marker is still in {}",
+        work.display()
+    );
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     assert_eq!(rest, ["new", "changed"]);
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert_eq!(root.entries("containers"), Vec::<String>::new());
-    assert_eq!(root.pooled_bundles(), 1);
+    assert_eq!(
+        root.pooled_bundles(),
+        (1, 1),
+        "one readied while it ran, its own left dirty"
+    );
 }
 
 #[test]

@@ -65,7 +65,11 @@ fn a_thousand_runs_leave_nothing_behind() {
         Vec::<String>::new(),
         "container directories left behind"
     );
-    assert_eq!(root.pooled_bundles(), 1, "one bundle, emptied, kept for the next run");
+    assert_eq!(
+        root.pooled_bundles(),
+        (1, 1),
+        "one bundle readied for the next run, and the last one's emptied"
+    );
     assert_eq!(petri_cgroups(), cgroups_before, "cgroups left behind");
     let mounts_after = fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
     assert_eq!(mounts_after, mounts_before, "mounts left behind in petri's namespace");

@@ -3,46 +3,62 @@
 //! Why this is more than two `mkdir`s and a `remove_dir_all`: where the filesystem
 //! discards freed blocks synchronously (ext4 mounted `discard` without a journal, as on
 //! the project's VM), removing a directory waits for the disk, ~0.25 ms each, and a
-//! `--rm` run removed six after its process had exited. So, for a `--rm` sandbox:
+//! `--rm` run removed six after its process had exited. Now none is removed after exit:
 //! - the marker a `volatile` overlay leaves in `work` goes as soon as the process runs
 //!   ([`drop_volatile_marker`]);
-//! - [`release`] removes what the container wrote (`upper`, and whatever the kernel left
-//!   in `work`) as before, but keeps the emptied bundle, with its empty `work`, in a pool
-//!   of [`POOL_SLOTS`] slots, and [`prepare`] takes the next `--rm` sandbox's bundle
-//!   from there, adding a fresh `upper`.
+//! - [`release`] removes what the container wrote (the contents of `upper`, whatever
+//!   the kernel left in `work/work`) and moves the bundle, now only empty directories,
+//!   to a "dirty" slot of a pool;
+//! - a later launch, while it waits for its own process to exec (the launcher has
+//!   nothing else to do then), removes a dirty bundle's `upper` and `work/work` and
+//!   moves it to a clean slot ([`tidy`]), from which a `--rm` launch after that takes
+//!   its bundle ([`prepare`]), adding a fresh `upper`.
 //!
-//! What the container wrote is gone when cleanup returns; only two empty directories are
-//! reused, and never the `upper`, which an overlay still mounted somewhere (a mount
-//! namespace kept alive from outside) would go on writing to. The kernel empties the
-//! reused `work` when it mounts the next overlay. Slots are taken and filled with
-//! rename(2), which either moves the whole directory or fails, so petri processes that
-//! share a root never get the same bundle.
+//! So what the container wrote is gone when cleanup returns, as before, and the pool
+//! holds at most [`POOL_SLOTS`] clean and as many dirty bundles of empty directories. An
+//! `upper` is never used twice: an overlay still mounted somewhere (its mount namespace
+//! kept alive from outside) could go on writing to it. The kernel empties a reused
+//! `work` when it mounts the next overlay. Slots are taken and filled with rename(2),
+//! which moves a whole directory or fails, so petri processes that share a root never
+//! get the same bundle; a clean slot that is not clean after all (a race between two
+//! tidies) is caught when taken, by its `upper` already being there.
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::SandboxError;
 
-/// How many empty bundles a pool keeps: enough for a few `--rm` runs at a time.
+/// How many clean (and how many dirty) bundles a pool keeps: enough for a few `--rm`
+/// runs at a time.
 pub const POOL_SLOTS: usize = 4;
 
-/// Makes `bundle` with an empty `upper` and `work`, taking the bundle from `pool` when
-/// one is there.
+fn clean_slot(pool: &Path, slot: usize) -> PathBuf {
+    pool.join(slot.to_string())
+}
+
+fn dirty_slot(pool: &Path, slot: usize) -> PathBuf {
+    pool.join(format!("dirty-{slot}"))
+}
+
+/// Makes `bundle` with a new, empty `upper` and an empty `work`, taking the bundle from
+/// a clean slot of `pool` when there is one.
 pub fn prepare(bundle: &Path, pool: Option<&Path>) -> Result<(), SandboxError> {
-    if let Some(pool) = pool {
-        take(pool, bundle);
+    let taken = pool.is_some_and(|pool| (0..POOL_SLOTS).any(|slot| fs::rename(clean_slot(pool, slot), bundle).is_ok()));
+    let upper = bundle.join("upper");
+    if taken {
+        match fs::create_dir(&upper) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                tracing::debug!(bundle = %bundle.display(), "a pooled bundle still had its upper");
+                fs::remove_dir_all(&upper).map_err(io_err("remove", &upper))?;
+            }
+            other => other.map_err(io_err("create directory", &upper))?,
+        }
     }
-    for sub in ["upper", "work"] {
-        let dir = bundle.join(sub);
+    for dir in [upper, bundle.join("work")] {
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
     }
     Ok(())
-}
-
-/// Moves a pooled bundle to `bundle`; false when the pool has none (or does not exist).
-fn take(pool: &Path, bundle: &Path) -> bool {
-    (0..POOL_SLOTS).any(|slot| fs::rename(pool.join(slot.to_string()), bundle).is_ok())
 }
 
 /// A `volatile` overlay (a `--rm` sandbox's) leaves `work/work/incompat/volatile` in its
@@ -59,32 +75,46 @@ pub fn drop_volatile_marker(bundle: &Path) {
     }
 }
 
-/// Removes what the container wrote, then puts the emptied bundle in `pool` when one
-/// is given and has a free slot; otherwise (or when emptying fails) removes the bundle.
+/// Removes what the container wrote, then moves the bundle to a free dirty slot of
+/// `pool` when one is given; otherwise (no pool, no free slot, or a failure on the way)
+/// removes the bundle.
 pub fn release(bundle: &Path, pool: Option<&Path>) -> Result<(), SandboxError> {
     if let Some(pool) = pool {
-        match empty_but_work(bundle).and_then(|()| put(bundle, pool)) {
+        match empty_dirs_only(bundle).and_then(|()| put(bundle, pool, dirty_slot)) {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            Err(e) => tracing::debug!(bundle = %bundle.display(), error = %e, "keeping an empty bundle for reuse"),
+            Err(e) => tracing::debug!(bundle = %bundle.display(), error = %e, "keeping an emptied bundle for reuse"),
         }
     }
     fs::remove_dir_all(bundle).map_err(io_err("remove", bundle))
 }
 
-/// Leaves `bundle` holding only an empty `work` directory.
-fn empty_but_work(bundle: &Path) -> io::Result<()> {
+/// Leaves `bundle` holding at most an empty `upper` and a `work` with at most an empty
+/// `work` in it: the directories petri and the kernel made, none of what was in them.
+fn empty_dirs_only(bundle: &Path) -> io::Result<()> {
     for entry in fs::read_dir(bundle)? {
         let entry = entry?;
-        if entry.file_name() == "work" && entry.file_type()?.is_dir() {
-            for inner in fs::read_dir(entry.path())? {
-                remove_entry(&inner?)?;
+        match entry.file_name().to_str() {
+            Some("upper") if entry.file_type()?.is_dir() => empty(&entry.path())?,
+            Some("work") if entry.file_type()?.is_dir() => {
+                for inner in fs::read_dir(entry.path())? {
+                    let inner = inner?;
+                    if inner.file_name() == "work" && inner.file_type()?.is_dir() {
+                        empty(&inner.path())?;
+                    } else {
+                        remove_entry(&inner)?;
+                    }
+                }
             }
-        } else {
-            remove_entry(&entry)?;
+            _ => remove_entry(&entry)?,
         }
     }
     Ok(())
+}
+
+/// Removes everything in the directory `dir`.
+fn empty(dir: &Path) -> io::Result<()> {
+    fs::read_dir(dir)?.try_for_each(|entry| remove_entry(&entry?))
 }
 
 fn remove_entry(entry: &fs::DirEntry) -> io::Result<()> {
@@ -95,13 +125,42 @@ fn remove_entry(entry: &fs::DirEntry) -> io::Result<()> {
     }
 }
 
-/// Moves the emptied `bundle` into a free slot of `pool`; false when every slot is
-/// taken. A taken slot is never empty (it holds `work`), so rename(2) refuses to
-/// replace it.
-fn put(bundle: &Path, pool: &Path) -> io::Result<bool> {
+/// Turns one dirty bundle of `pool`, if there is one, into a clean one: removes its
+/// `upper` and `work/work` and moves it to a free clean slot (or removes it when there
+/// is none). Best effort, for a launch's idle time: a failure only leaves the bundle
+/// for a later tidy, or for [`prepare`] to catch.
+pub fn tidy(pool: &Path) {
+    let Some(dirty) = (0..POOL_SLOTS).map(|slot| dirty_slot(pool, slot)).find(|d| d.exists()) else {
+        return;
+    };
+    let cleaned = remove_if_there(&dirty.join("upper"))
+        .and_then(|()| remove_if_there(&dirty.join("work/work")))
+        .and_then(|()| put(&dirty, pool, clean_slot));
+    match cleaned {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = remove_if_there(&dirty);
+        }
+        Err(e) => tracing::debug!(bundle = %dirty.display(), error = %e, "tidying a pooled bundle"),
+    }
+}
+
+/// `remove_dir_all`, where a directory already gone (another tidy got there first) is
+/// not a failure.
+fn remove_if_there(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Moves `bundle` to the first free slot named by `slot_path`; false when every slot is
+/// taken. A taken slot is never empty (it holds `work`), so rename(2) refuses to replace
+/// it.
+fn put(bundle: &Path, pool: &Path, slot_path: fn(&Path, usize) -> PathBuf) -> io::Result<bool> {
     fs::create_dir_all(pool)?;
     for slot in 0..POOL_SLOTS {
-        match fs::rename(bundle, pool.join(slot.to_string())) {
+        match fs::rename(bundle, slot_path(pool, slot)) {
             Ok(()) => return Ok(true),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => continue,
             Err(e) => return Err(e),
@@ -131,47 +190,86 @@ mod tests {
         n
     }
 
+    /// What a container and the kernel leave in a bundle.
+    fn use_bundle(bundle: &Path) {
+        fs::create_dir_all(bundle.join("upper/etc")).unwrap();
+        fs::write(bundle.join("upper/etc/passwd"), "changed").unwrap();
+        fs::create_dir_all(bundle.join("work/work/#12")).unwrap();
+        fs::write(bundle.join("work/work/#13"), "half a copy-up").unwrap();
+    }
+
     #[test]
-    fn a_released_bundle_is_emptied_pooled_and_taken_again() {
+    fn a_released_bundle_is_emptied_then_tidied_then_taken_again() {
         let t = tempfile::tempdir().unwrap();
         let pool = t.path().join("pool");
         let first = t.path().join("containers/a");
         prepare(&first, Some(&pool)).unwrap();
         assert_eq!(names(&first), ["upper", "work"]);
-        // What a container and the kernel leave behind.
-        fs::create_dir_all(first.join("upper/etc")).unwrap();
-        fs::write(first.join("upper/etc/passwd"), "changed").unwrap();
-        fs::create_dir_all(first.join("work/work/#12")).unwrap();
+        use_bundle(&first);
         release(&first, Some(&pool)).unwrap();
         assert!(!first.exists());
+        assert_eq!(names(&pool), ["dirty-0"]);
+        let dirty = pool.join("dirty-0");
+        assert_eq!(names(&dirty), ["upper", "work"]);
+        assert!(
+            names(&dirty.join("upper")).is_empty(),
+            "the container's files went at release"
+        );
+        assert_eq!(names(&dirty.join("work")), ["work"]);
+        assert!(names(&dirty.join("work/work")).is_empty());
+
+        tidy(&pool);
         assert_eq!(names(&pool), ["0"]);
         assert_eq!(names(&pool.join("0")), ["work"]);
         assert!(names(&pool.join("0/work")).is_empty());
 
         let second = t.path().join("containers/b");
         prepare(&second, Some(&pool)).unwrap();
-        assert!(names(&pool).is_empty(), "the pooled bundle was taken");
+        assert!(names(&pool).is_empty(), "the clean bundle was taken");
         assert_eq!(names(&second), ["upper", "work"]);
         assert!(names(&second.join("upper")).is_empty());
     }
 
+    /// A clean slot that holds an `upper` after all (two tidies racing) gives a new,
+    /// empty one: an upper is never used twice.
     #[test]
-    fn a_full_pool_or_no_pool_removes_the_bundle() {
+    fn a_taken_bundle_never_keeps_an_old_upper() {
+        let t = tempfile::tempdir().unwrap();
+        let pool = t.path().join("pool");
+        fs::create_dir_all(pool.join("0/upper/left")).unwrap();
+        fs::create_dir_all(pool.join("0/work")).unwrap();
+        fs::create_dir(t.path().join("containers")).unwrap();
+        let bundle = t.path().join("containers/a");
+        prepare(&bundle, Some(&pool)).unwrap();
+        assert!(names(&pool).is_empty());
+        assert_eq!(names(&bundle), ["upper", "work"]);
+        assert!(names(&bundle.join("upper")).is_empty());
+    }
+
+    #[test]
+    fn full_pools_or_no_pool_remove_the_bundle() {
         let t = tempfile::tempdir().unwrap();
         let pool = t.path().join("pool");
         let bundles: Vec<_> = (0..=POOL_SLOTS).map(|i| t.path().join(format!("c/{i}"))).collect();
         for b in &bundles {
             prepare(b, Some(&pool)).unwrap();
+            use_bundle(b);
         }
         for b in &bundles {
             release(b, Some(&pool)).unwrap();
             assert!(!b.exists());
         }
-        assert_eq!(names(&pool).len(), POOL_SLOTS);
+        let dirty: Vec<String> = (0..POOL_SLOTS).map(|i| format!("dirty-{i}")).collect();
+        assert_eq!(names(&pool), dirty);
+        for _ in 0..=POOL_SLOTS {
+            tidy(&pool);
+        }
+        let clean: Vec<String> = (0..POOL_SLOTS).map(|i| i.to_string()).collect();
+        assert_eq!(names(&pool), clean, "every dirty bundle made clean");
         let lone = t.path().join("c/lone");
         prepare(&lone, None).unwrap();
         release(&lone, None).unwrap();
         assert!(!lone.exists());
-        assert_eq!(names(&pool).len(), POOL_SLOTS);
+        assert_eq!(names(&pool), clean);
     }
 }

@@ -3,9 +3,10 @@
 //! namespace and root on another CPU, make the v1 directories, set the limits, compile
 //! the seccomp filter and build the container's /dev as detached mounts, and send it all
 //! in the go message over a SOCK_SEQPACKET socketpair (the child then joins the v1
-//! hierarchies itself and attaches /dev); learn over
-//! the same socket whether exec succeeded (EOF with no message means it did), then wait,
-//! signal, and clean up: the cgroup and everything in it, and the bundle when asked.
+//! hierarchies itself and attaches /dev). While the child mounts and execs, ready a
+//! pooled bundle for a later `--rm` run (`bundle::tidy`); learn over the same socket
+//! whether exec succeeded (EOF with no message means it did), then wait, signal, and
+//! clean up: the cgroup and everything in it, and the bundle when asked.
 
 use std::fs;
 use std::io::{self, Write};
@@ -102,6 +103,11 @@ fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running,
     let sent = send_go(&sock, &filter, &dev);
     drop(dev);
     drop(placement);
+    // Until the child execs the launcher has nothing to do: it readies a pooled bundle
+    // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
+    if let (Some(pool), false) = (pool(spec), spec.process.tty) {
+        bundle::tidy(pool);
+    }
     let outcome = sent.and_then(|()| read_outcome(&sock));
     match outcome {
         Ok(tty) => {

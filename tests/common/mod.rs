@@ -140,21 +140,27 @@ impl Root {
         names
     }
 
-    /// The bundles kept for reuse by `--rm` runs: asserts that each holds only an empty
-    /// `work` (nothing a container wrote), and returns how many there are.
-    pub fn pooled_bundles(&self) -> usize {
-        let pooled = self.entries("pool");
-        for slot in &pooled {
-            let dir = self.path().join("pool").join(slot);
-            assert_eq!(self.entries(&format!("pool/{slot}")), ["work"], "{}", dir.display());
-            assert_eq!(
-                self.entries(&format!("pool/{slot}/work")),
-                Vec::<String>::new(),
-                "{}",
-                dir.display()
-            );
+    /// The bundles kept for reuse by `--rm` runs: asserts that they hold nothing a
+    /// container wrote (a clean one: an empty `work`; a dirty one: also an empty
+    /// `upper`, and `work/work`, empty), and returns (clean, dirty) counts.
+    pub fn pooled_bundles(&self) -> (usize, usize) {
+        let (mut clean, mut dirty) = (0, 0);
+        for slot in self.entries("pool") {
+            let at = |sub: &str| self.entries(&format!("pool/{slot}/{sub}"));
+            let shown = self.path().join("pool").join(&slot).display().to_string();
+            if slot.starts_with("dirty-") {
+                dirty += 1;
+                assert_eq!(at(""), ["upper", "work"], "{shown}");
+                assert_eq!(at("upper"), Vec::<String>::new(), "{shown}");
+                assert_eq!(at("work"), ["work"], "{shown}");
+                assert_eq!(at("work/work"), Vec::<String>::new(), "{shown}");
+            } else {
+                clean += 1;
+                assert_eq!(at(""), ["work"], "{shown}");
+                assert_eq!(at("work"), Vec::<String>::new(), "{shown}");
+            }
         }
-        pooled.len()
+        (clean, dirty)
     }
 
     /// The diff directories of an image's layers, lowest first.
