@@ -148,9 +148,9 @@ fn a_rm_containers_overlay_marker_goes_while_it_runs() {
         names.sort();
         names
     };
-    // The launcher removes it right after the exec it waits for; the container is held
-    // by `read` meanwhile, so this only waits for the launcher, never for a timeout to
-    // pass or fail the test.
+    // The launcher removes it once the child says its root is mounted, which may still
+    // be going on when "ready" comes; the container is held by `read` meanwhile, so this
+    // only waits for the launcher, never for a timeout to pass or fail the test.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !tree().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -4,8 +4,8 @@
 //! discards freed blocks synchronously (ext4 mounted `discard` without a journal, as on
 //! the project's VM), removing a directory waits for the disk, ~0.25 ms each, and a
 //! `--rm` run removed six after its process had exited. Now none is removed after exit:
-//! - the marker a `volatile` overlay leaves in `work` goes as soon as the process runs
-//!   ([`drop_volatile_marker`]);
+//! - the marker a `volatile` overlay leaves in `work` goes as soon as the overlay is
+//!   mounted, while the container's process is being set up ([`drop_volatile_marker`]);
 //! - [`release`] removes what the container wrote (the contents of `upper`, whatever
 //!   the kernel left in `work/work`) and moves the bundle, now only empty directories,
 //!   to a "dirty" slot of a pool;
@@ -65,9 +65,10 @@ pub fn prepare(bundle: &Path, pool: Option<&Path>) -> Result<(), SandboxError> {
 /// work directory when mounted, so that a later mount of the same upper refuses: after a
 /// crash the upper may not have reached the disk. A `--rm` bundle's upper is never
 /// mounted again, and the kernel keeps no reference to the marker once the mount is
-/// made, so it is removed as soon as the container's process runs (its exec proves the
-/// mount is made) rather than after it exits: its two directories then go while the
-/// container runs. Best effort: whatever is left goes at [`release`].
+/// made, so it is removed as soon as the child says the mount is made, while it goes
+/// on to its other mounts and exec, rather than after the container exits. (Removing it
+/// while the mount is being made would fail the mount.) Best effort: whatever is left
+/// goes at [`release`].
 pub fn drop_volatile_marker(bundle: &Path) {
     let marker = bundle.join("work/work/incompat");
     if let Err(e) = fs::remove_dir_all(&marker) {

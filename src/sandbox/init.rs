@@ -78,6 +78,12 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
     mounts::mount_overlay(&spec.layers_dir, prepared.lower, &upper, &work, spec.remove, &rootfs)
         .map_err(fail("root filesystem"))?;
     drop((upper, work));
+    if spec.remove && !spec.process.tty {
+        // The launcher removes the volatile overlay's marker now (`bundle`). Not with a
+        // tty, whose size the launcher sets as soon as it comes. A failed send means the
+        // launcher is gone, which `await_go` reports.
+        let _ = rustix::io::write(sync, b"M");
+    }
     // The cgroup is ready: join it before the cgroup namespace is made, whose root is
     // the cgroup the process is in at that moment.
     let (filter, dev) = await_go(sync)?;

@@ -108,22 +108,17 @@ fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running,
     if let (Some(pool), false) = (pool(spec), spec.process.tty) {
         bundle::tidy(pool);
     }
-    let outcome = sent.and_then(|()| read_outcome(&sock));
+    let outcome = sent.and_then(|()| read_outcome(&sock, || bundle::drop_volatile_marker(&spec.bundle)));
     match outcome {
-        Ok(tty) => {
-            if spec.remove {
-                bundle::drop_volatile_marker(&spec.bundle);
-            }
-            Ok(Running {
-                pid,
-                pidfd,
-                cgroup,
-                tty,
-                remove: spec
-                    .remove
-                    .then(|| (spec.bundle.clone(), pool(spec).map(Path::to_path_buf))),
-            })
-        }
+        Ok(tty) => Ok(Running {
+            pid,
+            pidfd,
+            cgroup,
+            tty,
+            remove: spec
+                .remove
+                .then(|| (spec.bundle.clone(), pool(spec).map(Path::to_path_buf))),
+        }),
         Err(e) => {
             let e = kill(e);
             let _ = cgroup.destroy();
@@ -244,9 +239,11 @@ fn send_go(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, Owned
     }
 }
 
-/// What the child says before exec: optionally its pty master (a "T" message carrying
-/// the fd), then either EOF (exec happened: the socket was close-on-exec) or "CODE:why".
-fn read_outcome(sock: &OwnedFd) -> Result<Option<OwnedFd>, SandboxError> {
+/// What the child says before exec: "M" once its root is mounted, for a `--rm` sandbox
+/// without a tty (`root_mounted` is called then), its pty master for a tty (a "T"
+/// message carrying the fd), then either EOF (exec happened: the socket was
+/// close-on-exec) or "CODE:why".
+fn read_outcome(sock: &OwnedFd, mut root_mounted: impl FnMut()) -> Result<Option<OwnedFd>, SandboxError> {
     use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut tty = None;
     loop {
@@ -273,6 +270,7 @@ fn read_outcome(sock: &OwnedFd) -> Result<Option<OwnedFd>, SandboxError> {
         match &buf[..n] {
             [] => return Ok(tty),
             b"T" => continue,
+            b"M" => root_mounted(),
             text => {
                 let text = String::from_utf8_lossy(text);
                 let (code, message) = text.split_once(':').unwrap_or(("125", &text));
