@@ -348,8 +348,8 @@ impl Running {
         })
     }
 
-    /// Kills whatever is left in the container's cgroup and removes it; removes the
-    /// bundle too for a `--rm` sandbox.
+    /// Kills whatever is left in the container's cgroup and removes it; for a `--rm`
+    /// sandbox, removes what the container wrote and the bundle (`bundle::release`).
     pub fn cleanup(self) -> Result<(), SandboxError> {
         self.cgroup.destroy()?;
         if let Some((bundle, pool)) = &self.remove {

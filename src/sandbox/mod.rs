@@ -55,7 +55,8 @@ pub struct SandboxSpec {
     pub bundle: PathBuf,
     /// `--rm`: the writable layer is thrown away. The overlay is mounted `volatile` (no
     /// sync of the upper filesystem at unmount), the marker that leaves in the work
-    /// directory is removed once the process runs, and cleanup removes the bundle.
+    /// directory is removed once the root is mounted, and cleanup removes what the
+    /// container wrote and the bundle (or keeps the emptied bundle in `pool`).
     #[serde(default)]
     pub remove: bool,
     /// Where a `remove` sandbox's emptied bundle is kept for the next one to reuse, and
