@@ -1,5 +1,6 @@
-//! 1000 `petri run --rm` in a row leave nothing behind: no cgroup directories, no
-//! mounts in petri's namespace, no container directories. Its own test binary, so no
+//! 1000 `petri run --rm` in a row, and runs that fail after the container's process was
+//! forked, leave nothing behind: no cgroup directories, no mounts in petri's namespace,
+//! no container directories. Its own test binary, so no
 //! other test's containers are running while it counts.
 
 mod common;
@@ -52,6 +53,22 @@ fn a_thousand_runs_leave_nothing_behind() {
     root.ok(&[Path::new("image"), Path::new("load"), &busybox()]);
     let mounts_before = fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
     let cgroups_before = petri_cgroups();
+    // Failures after `sandbox::fork`: the image cannot be resolved (the child waits for
+    // a spec that never comes), and the child itself fails (no such user in the image).
+    let missing = root.path().join("no-such-layout");
+    let source = format!("oci:{}", missing.display());
+    for args in [
+        vec!["run", "--rm", source.as_str(), "true"],
+        vec!["run", "--rm", "--user", "nobody-here", "busybox", "true"],
+    ] {
+        let out = root.run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     for i in 0..1000 {
         let out = root.run(&["run", "--rm", "--memory", "64Mi", "--cpu", "1", "busybox", "true"]);
         assert!(

@@ -85,6 +85,31 @@ pub fn run(args: RunArgs, root: &Path, printer: &Printer) -> anyhow::Result<i32>
             None => bail!("no image: give --image REF or the image as the first argument"),
         },
     };
+    let id = new_id()?;
+    let name = match &args.name {
+        Some(n) => valid_name(n)?,
+        None => id[..12].to_string(),
+    };
+    let binds = args
+        .mounts
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<anyhow::Result<_>>()?;
+    let limits = Limits {
+        cpu: args.cpu,
+        memory: args.memory,
+        pids: Some(args.pids_limit),
+        devices: default_devices(),
+    };
+    let network = if args.network == "host" {
+        Network::Host
+    } else {
+        Network::Isolated
+    };
+    // The container's process is cloned now, so that it builds its network namespace
+    // while the image is resolved (or pulled) and the spec built.
+    let hierarchy = Hierarchy::detect()?;
+    let forked = sandbox::fork(&id, network, &limits, &hierarchy).context("starting the container")?;
     let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let image = match store.resolve(&image_ref, &platform) {
@@ -98,11 +123,6 @@ pub fn run(args: RunArgs, root: &Path, printer: &Printer) -> anyhow::Result<i32>
         Err(e) => return Err(e.into()),
     };
     let config = store.config(&image)?.config.unwrap_or_default();
-    let id = new_id()?;
-    let name = match &args.name {
-        Some(n) => valid_name(n)?,
-        None => id[..12].to_string(),
-    };
     let spec = SandboxSpec {
         hostname: name.clone(),
         layers_dir: root.join("layers"),
@@ -110,11 +130,7 @@ pub fn run(args: RunArgs, root: &Path, printer: &Printer) -> anyhow::Result<i32>
         bundle: root.join("containers").join(&id),
         remove: args.rm,
         pool: Some(root.join("pool")),
-        binds: args
-            .mounts
-            .iter()
-            .map(|m| parse_mount(m))
-            .collect::<anyhow::Result<_>>()?,
+        binds,
         process: ProcessSpec {
             argv: process::command(&config, args.entrypoint.as_deref(), &command)?,
             env: with_term(process::environment(&config, &args.env, &name)?, args.tty),
@@ -128,23 +144,13 @@ pub fn run(args: RunArgs, root: &Path, printer: &Printer) -> anyhow::Result<i32>
             stdin: args.interactive,
             tty: args.tty,
         },
-        limits: Limits {
-            cpu: args.cpu,
-            memory: args.memory,
-            pids: Some(args.pids_limit),
-            devices: default_devices(),
-        },
-        network: if args.network == "host" {
-            Network::Host
-        } else {
-            Network::Isolated
-        },
+        limits,
+        network,
         shm_bytes: args.shm_size,
         id,
     };
-    let hierarchy = Hierarchy::detect()?;
     let forward = Forwarder::install()?;
-    let running = match sandbox::launch(&spec, &hierarchy) {
+    let running = match forked.launch(&spec) {
         Ok(r) => r,
         Err(sandbox::SandboxError::Init { code, message }) => {
             eprintln!("petri: error: {message}");

@@ -14,6 +14,7 @@ use rustix::process::{self as rproc, Resource, Rlimit};
 use rustix::thread::{self as rthread, CpuSet};
 
 use seccompiler::BpfProgram;
+use serde::{Deserialize, Serialize};
 
 use super::plan::{plan, PlanInput, PREBUILT};
 use super::process::{resolve_user, User};
@@ -34,22 +35,27 @@ fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> InitFailu
     }
 }
 
-/// What the launcher computed before the clone, for the child to use.
-pub struct Prepared<'a> {
-    /// Overlay lower directories relative to the layers directory, top first.
-    pub lower: &'a [&'a str],
+/// What the launcher knows at the clone, in the child's copy of its memory.
+pub struct AtFork<'a> {
+    pub network: Network,
     pub task_files: &'a [PathBuf],
     pub cgroups: &'a CgroupMounts,
-    /// (container path, contents) of the generated /etc files.
-    pub etc: &'a [(&'static str, String)],
     /// The launcher's CPU set, to take back after the go message: until then the
-    /// launcher may have kept this process off its own CPU (`launch::Placement`).
+    /// launcher may keep this process off its own CPU (`launch::Placement`).
     pub affinity: Option<&'a CpuSet>,
 }
 
+/// What the launcher sends once the spec is known (the first message on the socket).
+#[derive(Serialize, Deserialize)]
+pub struct Plan {
+    pub spec: SandboxSpec,
+    /// Overlay lower directories relative to the layers directory, top first.
+    pub lower: Vec<String>,
+}
+
 /// Everything from the clone to execve. Returns only on failure.
-pub fn run(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> InitFailure {
-    match setup(spec, prepared, sync) {
+pub fn run(forked: &AtFork, sync: &OwnedFd) -> InitFailure {
+    match setup(forked, sync) {
         Ok(never) => match never {},
         Err(f) => f,
     }
@@ -57,25 +63,28 @@ pub fn run(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> InitFailu
 
 enum Never {}
 
-fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Never, InitFailure> {
+fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     // The network namespace is made here rather than at clone: building one takes most
-    // of a millisecond, which the launcher spends on the cgroup meanwhile.
-    if spec.network == Network::Isolated {
+    // of a millisecond, which the launcher spends on the spec and the cgroup meanwhile.
+    if forked.network == Network::Isolated {
         unshare_namespace(SharedView::Network).map_err(fail("unshare the network namespace"))?;
     }
     // Out of petri's session: a Ctrl-C on the terminal reaches petri only, which forwards it.
     rproc::setsid().map_err(fail("setsid"))?;
     rproc::umask(rustix::fs::Mode::empty());
     mounts::make_private().map_err(fail("mounts"))?;
+    let Plan { spec, lower } = await_plan(sync)?;
+    let spec = &spec;
     // The overlay's writable directories, held open: the scratch tmpfs goes over the
     // bundle itself, so the bundle on disk needs no mount point of its own.
     let upper = open_dir(&spec.bundle.join("upper"))?;
     let work = open_dir(&spec.bundle.join("work"))?;
     // A tmpfs of this mount namespace holds the generated /etc files and the root's
     // mount point; after pivot_root only the bind mounts of those files keep it alive.
-    let etc_files = mounts::scratch(&spec.bundle, prepared.etc).map_err(fail("scratch tmpfs"))?;
+    let etc_files = mounts::scratch(&spec.bundle, &etc_files(spec)).map_err(fail("scratch tmpfs"))?;
     let rootfs = spec.bundle.join("root");
-    mounts::mount_overlay(&spec.layers_dir, prepared.lower, &upper, &work, spec.remove, &rootfs)
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    mounts::mount_overlay(&spec.layers_dir, &lower, &upper, &work, spec.remove, &rootfs)
         .map_err(fail("root filesystem"))?;
     drop((upper, work));
     if spec.remove && !spec.process.tty {
@@ -87,15 +96,15 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
     // The cgroup is ready: join it before the cgroup namespace is made, whose root is
     // the cgroup the process is in at that moment.
     let (filter, dev) = await_go(sync)?;
-    if let Some(cpus) = prepared.affinity {
+    if let Some(cpus) = forked.affinity {
         rthread::sched_setaffinity(None, cpus).map_err(fail("restore the CPU affinity"))?;
     }
-    join_cgroups(prepared.task_files)?;
+    join_cgroups(forked.task_files)?;
     unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
     let ops = plan(&PlanInput {
         binds: &spec.binds,
         etc_files: &etc_files,
-        cgroups: prepared.cgroups,
+        cgroups: forked.cgroups,
     });
     mounts::execute(&rootfs, &ops, &dev).map_err(fail("mounts"))?;
     drop(dev);
@@ -129,6 +138,39 @@ fn setup(spec: &SandboxSpec, prepared: &Prepared, sync: &OwnedFd) -> Result<Neve
         .envs(env.iter().filter_map(|kv| kv.split_once('=')))
         .exec();
     Err(exec_failure(&spec.process.argv[0], err))
+}
+
+/// The generated /etc/hostname, /etc/hosts and /etc/resolv.conf, by container path. The
+/// child writes them to a tmpfs of its own: they never touch the disk.
+fn etc_files(spec: &SandboxSpec) -> Vec<(&'static str, String)> {
+    let name = &spec.hostname;
+    let hosts = match spec.network {
+        Network::Isolated => {
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n")
+        }
+        Network::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
+    };
+    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    vec![
+        ("/etc/hostname", format!("{name}\n")),
+        ("/etc/hosts", hosts),
+        ("/etc/resolv.conf", resolv),
+    ]
+}
+
+/// Waits for the launcher's plan message: the spec, once the launcher has it. EOF means
+/// the launcher gave up.
+fn await_plan(sync: &OwnedFd) -> Result<Plan, InitFailure> {
+    use rustix::net::{recv, RecvFlags};
+    // A peek with MSG_TRUNC tells the message's whole length.
+    let (_, len) =
+        recv(sync, &mut [0u8; 0], RecvFlags::PEEK | RecvFlags::TRUNC).map_err(fail("wait for the launcher"))?;
+    let mut buf = vec![0u8; len];
+    let (n, _) = recv(sync, &mut buf, RecvFlags::empty()).map_err(fail("wait for the launcher"))?;
+    if n == 0 {
+        return Err(fail("wait for the launcher")("it closed the socket"));
+    }
+    serde_json::from_slice(&buf[..n]).map_err(fail("read the launcher's spec"))
 }
 
 /// Waits for the launcher's go message: the cgroup exists with its limits; the message

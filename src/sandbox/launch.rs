@@ -1,8 +1,10 @@
-//! The launcher's half: prepare the bundle and the cgroup2 directory, clone into new
-//! namespaces (born in the cgroup2 directory), then, while the child builds its network
-//! namespace and root on another CPU, make the v1 directories, set the limits, compile
-//! the seccomp filter and build the container's /dev as detached mounts, and send it all
-//! in the go message over a SOCK_SEQPACKET socketpair (the child then joins the v1
+//! The launcher's half. [`fork`]: make the cgroup2 directory and clone into new
+//! namespaces (born in the cgroup2 directory), before the spec is complete, so that the
+//! child builds its network namespace while the caller resolves the image.
+//! [`Forked::launch`]: prepare the bundle, send the child the spec over a SOCK_SEQPACKET
+//! socketpair, then, while it mounts its root on another CPU, make the v1 directories,
+//! set the limits, compile the seccomp filter and build the container's /dev as
+//! detached mounts, and send those in the go message (the child then joins the v1
 //! hierarchies itself and attaches /dev). While the child mounts and execs, ready a
 //! pooled bundle for a later `--rm` run (`bundle::tidy`); learn over the same socket
 //! whether exec succeeded (EOF with no message means it did), then wait, signal, and
@@ -20,7 +22,7 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 
 use super::{base, bundle, init, mounts, plan, security, Network, SandboxError, SandboxSpec};
-use crate::cgroup::{Cgroup, Hierarchy, PendingCgroup};
+use crate::cgroup::{Cgroup, Hierarchy, Limits, PendingCgroup};
 use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
 
 /// How the container's process ended.
@@ -44,15 +46,51 @@ pub struct Running {
     remove: Option<(PathBuf, Option<PathBuf>)>,
 }
 
-/// Starts the sandbox. Must be called from a single-threaded process. When the start
-/// fails, the bundle directory it prepared is removed again.
+/// Starts the sandbox: [`fork`], then [`Forked::launch`]. Must be called from a
+/// single-threaded process. When the start fails, the bundle directory it prepared is
+/// removed again.
 pub fn launch(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
+    fork(&spec.id, spec.network, &spec.limits, hierarchy)?.launch(spec)
+}
+
+/// A sandbox whose process is cloned into its namespaces before the rest of its spec is
+/// known. The child makes its network namespace (most of a millisecond of kernel work)
+/// and its mount namespace's propagation while the caller resolves the image and builds
+/// the spec on the other CPU; [`Forked::launch`] then sends it the spec and starts it.
+/// Dropped without `launch`, it kills the child and removes the cgroup directory.
+pub struct Forked {
+    id: String,
+    network: Network,
+    limits: Limits,
+    /// `None` once the sandbox started (or was killed).
+    child: Option<(Pid, OwnedFd, OwnedFd)>,
+    /// `None` once `launch` took it.
+    pending: Option<PendingCgroup>,
+    placement: Option<Placement>,
+}
+
+/// Clones sandbox `id`'s process into new pid, mount, uts, ipc (and, for
+/// [`Network::Isolated`], network) namespaces, in its cgroup2 directory when the host
+/// has one (the v1 hierarchies it joins later). Must be called from a single-threaded
+/// process; the caller may start threads afterwards, `launch` forks nothing.
+pub fn fork(id: &str, network: Network, limits: &Limits, hierarchy: &Hierarchy) -> Result<Forked, SandboxError> {
     ensure_single_threaded().map_err(|source| SandboxError::Sys { op: "launch", source })?;
-    let started = bundle::prepare(&spec.bundle, pool(spec)).and_then(|()| launch_prepared(spec, hierarchy));
-    if started.is_err() {
-        let _ = fs::remove_dir_all(&spec.bundle);
+    let pending = hierarchy.begin(id, limits)?;
+    let placement = Placement::new();
+    match clone_child(network, hierarchy, &pending, placement.as_ref()) {
+        Ok(child) => Ok(Forked {
+            id: id.to_string(),
+            network,
+            limits: limits.clone(),
+            child: Some(child),
+            pending: Some(pending),
+            placement,
+        }),
+        Err(e) => {
+            let _ = pending.abandon();
+            Err(e)
+        }
     }
-    started
 }
 
 /// The pool of empty bundles, for a sandbox whose bundle is thrown away.
@@ -60,79 +98,111 @@ fn pool(spec: &SandboxSpec) -> Option<&Path> {
     spec.pool.as_deref().filter(|_| spec.remove)
 }
 
-fn launch_prepared(spec: &SandboxSpec, hierarchy: &Hierarchy) -> Result<Running, SandboxError> {
-    let base = base::ensure(&spec.layers_dir).map_err(io_err("create the base layer in", &spec.layers_dir))?;
-    let pending = hierarchy.begin(&spec.id, &spec.limits)?;
-    // Held until the go message is sent; dropping it gives the launcher its CPUs back.
-    let placement = Placement::pin_launcher();
-    let (pid, pidfd, sock) = match clone_child(spec, &base, hierarchy, &pending, placement.as_ref()) {
-        Ok(cloned) => cloned,
-        Err(e) => {
-            let _ = pending.abandon();
-            return Err(e);
-        }
-    };
-    let kill = |e: SandboxError| {
-        let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
-        let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
-        e
-    };
-    // The limits are set here while the child builds its namespaces and root on the
-    // other core; it waits for the go message (which carries the seccomp filter) before
-    // it joins the v1 hierarchies and execs.
-    let filter = match security::default_filter() {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = pending.abandon();
-            return Err(kill(e.into()));
-        }
-    };
-    let cgroup = pending.finish().map_err(|e| kill(e.into()))?;
-    let dev = match mounts::build_dev(spec.shm_bytes) {
-        Ok(dev) => dev,
-        Err(e) => {
-            let e = kill(SandboxError::Io {
-                op: e.op,
-                path: e.target.into(),
-                source: e.source,
+impl Forked {
+    /// Starts the forked process on `spec`, whose id, network and limits must be the
+    /// ones it was forked with. When the start fails, the child is killed and the
+    /// bundle directory it prepared is removed again.
+    pub fn launch(mut self, spec: &SandboxSpec) -> Result<Running, SandboxError> {
+        if (spec.id.as_str(), spec.network, &spec.limits) != (self.id.as_str(), self.network, &self.limits) {
+            return Err(SandboxError::Sys {
+                op: "launch",
+                source: io::Error::other(format!(
+                    "spec {} differs from the sandbox {} was forked for (id, network or limits)",
+                    spec.id, self.id
+                )),
             });
-            let _ = cgroup.destroy();
-            return Err(e);
         }
-    };
-    let sent = send_go(&sock, &filter, &dev);
-    drop(dev);
-    drop(placement);
-    // Until the child execs the launcher has nothing to do: it readies a pooled bundle
-    // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
-    if let (Some(pool), false) = (pool(spec), spec.process.tty) {
-        bundle::tidy(pool);
+        let started = bundle::prepare(&spec.bundle, pool(spec)).and_then(|()| self.start(spec));
+        if started.is_err() {
+            let _ = fs::remove_dir_all(&spec.bundle);
+        }
+        started
     }
-    let outcome = sent.and_then(|()| read_outcome(&sock, || bundle::drop_volatile_marker(&spec.bundle)));
-    match outcome {
-        Ok(tty) => Ok(Running {
-            pid,
-            pidfd,
-            cgroup,
-            tty,
-            remove: spec
-                .remove
-                .then(|| (spec.bundle.clone(), pool(spec).map(Path::to_path_buf))),
-        }),
-        Err(e) => {
-            let e = kill(e);
-            let _ = cgroup.destroy();
-            Err(e)
+
+    fn start(&mut self, spec: &SandboxSpec) -> Result<Running, SandboxError> {
+        let base = base::ensure(&spec.layers_dir).map_err(io_err("create the base layer in", &spec.layers_dir))?;
+        // Held until the go message is sent; dropping it gives the launcher its CPUs back.
+        let pinned = self.placement.as_ref().and_then(Placement::pin_launcher);
+        let sock = &self.child.as_ref().expect("a forked child until it starts").2;
+        let lower = std::iter::once(base).chain(spec.lower.iter().cloned()).collect();
+        send_plan(sock, spec, lower)?;
+        // The limits are set here while the child builds its root on the other core; it
+        // waits for the go message (which carries the seccomp filter) before it joins
+        // the v1 hierarchies and execs.
+        let filter = security::default_filter()?;
+        let pending = self.pending.take().expect("a pending cgroup until it starts");
+        let cgroup = pending.finish().map_err(|e| self.kill(e.into()))?;
+        let dev = match mounts::build_dev(spec.shm_bytes) {
+            Ok(dev) => dev,
+            Err(e) => {
+                let e = self.kill(SandboxError::Io {
+                    op: e.op,
+                    path: e.target.into(),
+                    source: e.source,
+                });
+                let _ = cgroup.destroy();
+                return Err(e);
+            }
+        };
+        let sock = &self.child.as_ref().expect("a forked child until it starts").2;
+        let sent = send_go(sock, &filter, &dev);
+        drop(dev);
+        drop(pinned);
+        // Until the child execs the launcher has nothing to do: it readies a pooled bundle
+        // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
+        if let (Some(pool), false) = (pool(spec), spec.process.tty) {
+            bundle::tidy(pool);
+        }
+        let outcome = sent.and_then(|()| read_outcome(sock, || bundle::drop_volatile_marker(&spec.bundle)));
+        match outcome {
+            Ok(tty) => {
+                let (pid, pidfd, _) = self.child.take().expect("a forked child until it starts");
+                Ok(Running {
+                    pid,
+                    pidfd,
+                    cgroup,
+                    tty,
+                    remove: spec
+                        .remove
+                        .then(|| (spec.bundle.clone(), pool(spec).map(Path::to_path_buf))),
+                })
+            }
+            Err(e) => {
+                let e = self.kill(e);
+                let _ = cgroup.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    /// Kills and reaps the child (before its cgroup can be removed); returns `e`.
+    fn kill(&mut self, e: SandboxError) -> SandboxError {
+        self.kill_child();
+        e
+    }
+
+    fn kill_child(&mut self) {
+        if let Some((_, pidfd, _)) = self.child.take() {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
+            let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
         }
     }
 }
 
-/// Clones the child into its new namespaces (the network namespace it makes itself, so
-/// that the parent's cgroup work overlaps it) and starts it on [`init::run`]. Returns
-/// the child's pid, a pidfd, and the parent's end of the sync socket.
+impl Drop for Forked {
+    fn drop(&mut self) {
+        self.kill_child();
+        if let Some(pending) = self.pending.take() {
+            let _ = pending.abandon();
+        }
+    }
+}
+
+/// Clones the child into its new namespaces (the network namespace it makes itself,
+/// while the launcher goes on) and starts it on [`init::run`]. Returns the child's pid,
+/// a pidfd, and the parent's end of the sync socket.
 fn clone_child(
-    spec: &SandboxSpec,
-    base: &str,
+    network: Network,
     hierarchy: &Hierarchy,
     cgroup: &PendingCgroup,
     placement: Option<&Placement>,
@@ -142,10 +212,6 @@ fn clone_child(
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     let cgroup_mounts = hierarchy.mounts();
     let task_files = cgroup.v1_task_files();
-    let etc = etc_files(spec);
-    let lower: Vec<&str> = std::iter::once(base)
-        .chain(spec.lower.iter().map(String::as_str))
-        .collect();
     let unified = match cgroup.unified_dir() {
         Some(dir) => Some(
             rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -159,14 +225,13 @@ fn clone_child(
     match cloned {
         Cloned::Child => {
             drop(ours);
-            let prepared = init::Prepared {
-                lower: &lower,
+            let forked = init::AtFork {
+                network,
                 task_files: &task_files,
                 cgroups: &cgroup_mounts,
-                etc: &etc,
                 affinity: placement.map(|p| &p.allowed),
             };
-            let failure = init::run(spec, &prepared, &theirs);
+            let failure = init::run(&forked, &theirs);
             let _ = rustix::io::write(&theirs, format!("{}:{}", failure.code, failure.message).as_bytes());
             exit_now(failure.code);
         }
@@ -180,14 +245,16 @@ fn clone_child(
 }
 
 /// Where the launcher and the child run until the go message. The two work in parallel
-/// from the clone to the go message (cgroup limits and the seccomp filter beside the
-/// network namespace and the overlay), but the scheduler often puts a new child on its
-/// parent's CPU, and a parent and child left free then drift onto one core and take
-/// turns on it while another sits idle: measured on the project's 2-core VM, that was
-/// most launches. So, when there is more than one CPU to use, the launcher pins itself
-/// to the CPU it is on and the child to the others; the launcher's pin ends when this
-/// is dropped, and the child restores the launcher's CPU set itself once the go message
-/// has come (`init::Prepared::affinity`), before anything of the container's runs.
+/// from the clone to the go message (the spec, cgroup limits and the seccomp filter
+/// beside the network namespace and the overlay), but the scheduler often puts a new
+/// child on its parent's CPU, and a parent and child left free then drift onto one core
+/// and take turns on it while another sits idle: measured on the project's 2-core VM,
+/// that was most launches. So, when there is more than one CPU to use, the child is
+/// moved off the CPU the launcher forked it on, and the launcher pins itself to that
+/// CPU while it starts the child ([`Placement::pin_launcher`]; not before, as a caller
+/// may pull an image between the fork and the launch). The child restores the
+/// launcher's CPU set itself once the go message has come (`init::AtFork::affinity`),
+/// before anything of the container's runs.
 struct Placement {
     /// The launcher's CPU set, which both end up with again.
     allowed: CpuSet,
@@ -195,17 +262,13 @@ struct Placement {
 }
 
 impl Placement {
-    /// `None` when there is no other CPU for the child, or the launcher cannot be pinned.
-    fn pin_launcher() -> Option<Self> {
+    /// `None` when there is no other CPU for the child.
+    fn new() -> Option<Self> {
         let allowed = sched_getaffinity(None).ok()?;
-        if allowed.count() < 2 {
-            return None;
-        }
-        let launcher_cpu = sched_getcpu();
-        let mut here = CpuSet::new();
-        here.set(launcher_cpu);
-        sched_setaffinity(None, &here).ok()?;
-        Some(Placement { allowed, launcher_cpu })
+        (allowed.count() >= 2).then(|| Placement {
+            allowed,
+            launcher_cpu: sched_getcpu(),
+        })
     }
 
     /// Best effort: a child that stays on the launcher's CPU is only slower to start.
@@ -214,11 +277,42 @@ impl Placement {
         elsewhere.unset(self.launcher_cpu);
         let _ = sched_setaffinity(Some(child), &elsewhere);
     }
+
+    /// Pins the launcher to the CPU the child was moved off; `None` if it cannot be.
+    fn pin_launcher(&self) -> Option<Pinned> {
+        let mut here = CpuSet::new();
+        here.set(self.launcher_cpu);
+        sched_setaffinity(None, &here).ok()?;
+        Some(Pinned { allowed: self.allowed })
+    }
 }
 
-impl Drop for Placement {
+/// The launcher's pin; dropping it gives the launcher its CPU set back.
+struct Pinned {
+    allowed: CpuSet,
+}
+
+impl Drop for Pinned {
     fn drop(&mut self) {
         let _ = sched_setaffinity(None, &self.allowed);
+    }
+}
+
+/// Sends the child what it needs once the spec is known: the spec and the overlay's
+/// lower directories (base layer first). A child that already failed has closed its
+/// end; its reason is then what [`read_outcome`] reports.
+fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>) -> Result<(), SandboxError> {
+    let plan = init::Plan {
+        spec: spec.clone(),
+        lower,
+    };
+    let bytes = serde_json::to_vec(&plan).map_err(|e| SandboxError::Sys {
+        op: "encode the spec for the container process",
+        source: e.into(),
+    })?;
+    match rustix::net::send(sock, &bytes, rustix::net::SendFlags::NOSIGNAL) {
+        Ok(_) | Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => Ok(()),
+        Err(e) => Err(sys("send the spec to the container process")(e)),
     }
 }
 
@@ -281,24 +375,6 @@ fn read_outcome(sock: &OwnedFd, mut root_mounted: impl FnMut()) -> Result<Option
             }
         }
     }
-}
-
-/// The generated /etc/hostname, /etc/hosts and /etc/resolv.conf, by container path. The
-/// child writes them to a tmpfs of its own: they never touch the disk.
-fn etc_files(spec: &SandboxSpec) -> Vec<(&'static str, String)> {
-    let name = &spec.hostname;
-    let hosts = match spec.network {
-        Network::Isolated => {
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n")
-        }
-        Network::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
-    };
-    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    vec![
-        ("/etc/hostname", format!("{name}\n")),
-        ("/etc/hosts", hosts),
-        ("/etc/resolv.conf", resolv),
-    ]
 }
 
 impl Running {

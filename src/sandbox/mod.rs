@@ -3,11 +3,14 @@
 //! Docker's default capabilities and seccomp profile.
 //!
 //! The API is narrow on purpose: build a [`SandboxSpec`], [`launch`] it, then
-//! [`Running::wait`] / [`Running::signal`] / [`Running::cleanup`]. The CLI is one caller;
-//! pods and experiments will be others.
+//! [`Running::wait`] / [`Running::signal`] / [`Running::cleanup`]. A caller that can
+//! name the sandbox, its network and its limits before the rest of the spec is known
+//! (the CLI, before it resolves the image) calls [`fork`] first and
+//! [`Forked::launch`] later: the child builds its network namespace meanwhile. The CLI
+//! is one caller; pods and experiments will be others.
 //!
 //! Launching forks with namespace flags, which is only safe from a single-threaded
-//! process (DESIGN.md rule 1), and `launch` refuses otherwise. `petri run` calls it
+//! process (DESIGN.md rule 1), and `launch` and `fork` refuse otherwise. `petri run` calls it
 //! directly, before any thread exists. A multi-threaded caller (the tokio control plane
 //! to come, or a test) uses [`launcher::Launcher`] instead: a re-executed `petri`
 //! helper, single-threaded by construction, that launches, waits and cleans up on its
@@ -28,7 +31,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use launch::{launch, Exit, Running};
+pub use launch::{fork, launch, Exit, Forked, Running};
 
 use crate::cgroup::Limits;
 
