@@ -178,7 +178,9 @@ fn await_plan(sync: &OwnedFd) -> Result<Plan, InitFailure> {
 /// [`PREBUILT`] in that order. EOF means the launcher gave up.
 fn await_go(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailure> {
     use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-    let mut buf = vec![0u8; 64 << 10];
+    // Room for the longest program the kernel takes (BPF_MAXINSNS, 4096 instructions of
+    // 8 bytes), on the stack: the allocator is slower for it.
+    let mut buf = [0u8; 4096 * 8];
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(PREBUILT.len()))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let got = recvmsg(
@@ -213,12 +215,16 @@ fn await_go(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailur
 }
 
 /// Joins the v1 hierarchies (cgroup2 was joined at clone): see `PendingCgroup::v1_task_files`.
+/// The files are opened write-only, without the create and truncate of `fs::write`.
 fn join_cgroups(task_files: &[PathBuf]) -> Result<(), InitFailure> {
+    use rustix::fs::{Mode, OFlags};
     for file in task_files {
-        fs::write(file, "0").map_err(|e| InitFailure {
-            code: 125,
-            message: format!("join cgroup {}: {e}", file.display()),
-        })?;
+        rustix::fs::open(file, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+            .and_then(|fd| rustix::io::write(&fd, b"0"))
+            .map_err(|e| InitFailure {
+                code: 125,
+                message: format!("join cgroup {}: {e}", file.display()),
+            })?;
     }
     Ok(())
 }
