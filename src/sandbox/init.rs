@@ -73,15 +73,16 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     rproc::setsid().map_err(fail("setsid"))?;
     rproc::umask(rustix::fs::Mode::empty());
     mounts::make_private().map_err(fail("mounts"))?;
-    let Plan { spec, lower } = await_plan(sync)?;
+    let (Plan { spec, lower }, scratch) = await_plan(sync)?;
     let spec = &spec;
     // The overlay's writable directories, held open: the scratch tmpfs goes over the
     // bundle itself, so the bundle on disk needs no mount point of its own.
     let upper = open_dir(&spec.bundle.join("upper"))?;
     let work = open_dir(&spec.bundle.join("work"))?;
-    // A tmpfs of this mount namespace holds the generated /etc files and the root's
-    // mount point; after pivot_root only the bind mounts of those files keep it alive.
-    let etc_files = mounts::scratch(&spec.bundle, &etc_files(spec)).map_err(fail("scratch tmpfs"))?;
+    // The launcher's scratch tmpfs holds the generated /etc files and the root's mount
+    // point; after pivot_root only the bind mounts of those files keep it alive.
+    let etc_files = mounts::attach_scratch(&scratch, &spec.bundle).map_err(fail("scratch tmpfs"))?;
+    drop(scratch);
     let rootfs = spec.bundle.join("root");
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
     mounts::mount_overlay(&spec.layers_dir, &lower, &upper, &work, spec.remove, &rootfs)
@@ -140,37 +141,34 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     Err(exec_failure(&spec.process.argv[0], err))
 }
 
-/// The generated /etc/hostname, /etc/hosts and /etc/resolv.conf, by container path. The
-/// child writes them to a tmpfs of its own: they never touch the disk.
-fn etc_files(spec: &SandboxSpec) -> Vec<(&'static str, String)> {
-    let name = &spec.hostname;
-    let hosts = match spec.network {
-        Network::Isolated => {
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n")
-        }
-        Network::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
-    };
-    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    vec![
-        ("/etc/hostname", format!("{name}\n")),
-        ("/etc/hosts", hosts),
-        ("/etc/resolv.conf", resolv),
-    ]
-}
-
-/// Waits for the launcher's plan message: the spec, once the launcher has it. EOF means
-/// the launcher gave up.
-fn await_plan(sync: &OwnedFd) -> Result<Plan, InitFailure> {
-    use rustix::net::{recv, RecvFlags};
+/// Waits for the launcher's plan message: the spec, once the launcher has it, with the
+/// scratch tmpfs (`mounts::build_scratch`). EOF means the launcher gave up.
+fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd), InitFailure> {
+    use rustix::net::{recv, recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
     // A peek with MSG_TRUNC tells the message's whole length.
     let (_, len) =
         recv(sync, &mut [0u8; 0], RecvFlags::PEEK | RecvFlags::TRUNC).map_err(fail("wait for the launcher"))?;
     let mut buf = vec![0u8; len];
-    let (n, _) = recv(sync, &mut buf, RecvFlags::empty()).map_err(fail("wait for the launcher"))?;
-    if n == 0 {
-        return Err(fail("wait for the launcher")("it closed the socket"));
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(
+        sync,
+        &mut [io::IoSliceMut::new(&mut buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(fail("wait for the launcher"))?;
+    let scratch = control.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    match scratch {
+        Some(scratch) if got.bytes > 0 && !got.flags.contains(ReturnFlags::CTRUNC) => {
+            let plan = serde_json::from_slice(&buf[..got.bytes]).map_err(fail("read the launcher's spec"))?;
+            Ok((plan, scratch))
+        }
+        _ => Err(fail("wait for the launcher")("no spec and scratch tmpfs came")),
     }
-    serde_json::from_slice(&buf[..n]).map_err(fail("read the launcher's spec"))
 }
 
 /// Waits for the launcher's go message: the cgroup exists with its limits; the message

@@ -1,8 +1,8 @@
 //! The launcher's half. [`fork`]: make the cgroup2 directory and clone into new
 //! namespaces (born in the cgroup2 directory), before the spec is complete, so that the
 //! child builds its network namespace while the caller resolves the image.
-//! [`Forked::launch`]: prepare the bundle, send the child the spec over a SOCK_SEQPACKET
-//! socketpair, then, while it mounts its root on another CPU, make the v1 directories,
+//! [`Forked::launch`]: prepare the bundle, send the child the spec and a scratch tmpfs
+//! holding the generated /etc files over a SOCK_SEQPACKET socketpair, then, while it mounts its root on another CPU, make the v1 directories,
 //! set the limits, compile the seccomp filter and build the container's /dev as
 //! detached mounts, and send those in the go message (the child then joins the v1
 //! hierarchies itself and attaches /dev). While the child mounts and execs, ready a
@@ -125,7 +125,9 @@ impl Forked {
         let pinned = self.placement.as_ref().and_then(Placement::pin_launcher);
         let sock = &self.child.as_ref().expect("a forked child until it starts").2;
         let lower = std::iter::once(base).chain(spec.lower.iter().cloned()).collect();
-        send_plan(sock, spec, lower)?;
+        let scratch = mounts::build_scratch(&etc_files(spec)).map_err(mount_err)?;
+        send_plan(sock, spec, lower, &scratch)?;
+        drop(scratch);
         // The limits are set here while the child builds its root on the other core; it
         // waits for the go message (which carries the seccomp filter) before it joins
         // the v1 hierarchies and execs.
@@ -135,11 +137,7 @@ impl Forked {
         let dev = match mounts::build_dev(spec.shm_bytes) {
             Ok(dev) => dev,
             Err(e) => {
-                let e = self.kill(SandboxError::Io {
-                    op: e.op,
-                    path: e.target.into(),
-                    source: e.source,
-                });
+                let e = self.kill(mount_err(e));
                 let _ = cgroup.destroy();
                 return Err(e);
             }
@@ -299,9 +297,10 @@ impl Drop for Pinned {
 }
 
 /// Sends the child what it needs once the spec is known: the spec and the overlay's
-/// lower directories (base layer first). A child that already failed has closed its
-/// end; its reason is then what [`read_outcome`] reports.
-fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>) -> Result<(), SandboxError> {
+/// lower directories (base layer first), and the scratch tmpfs. A child that already
+/// failed has closed its end; its reason is then what [`read_outcome`] reports.
+fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>, scratch: &OwnedFd) -> Result<(), SandboxError> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     let plan = init::Plan {
         spec: spec.clone(),
         lower,
@@ -310,10 +309,29 @@ fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>) -> Result<(
         op: "encode the spec for the container process",
         source: e.into(),
     })?;
-    match rustix::net::send(sock, &bytes, rustix::net::SendFlags::NOSIGNAL) {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [scratch.as_fd()];
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    match sendmsg(sock, &[io::IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
         Ok(_) | Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => Ok(()),
         Err(e) => Err(sys("send the spec to the container process")(e)),
     }
+}
+
+/// The contents of the generated files, in the order of [`plan::GENERATED`]
+/// (/etc/hostname, /etc/hosts, /etc/resolv.conf). They live on the scratch tmpfs, never
+/// on disk.
+fn etc_files(spec: &SandboxSpec) -> [String; 3] {
+    let name = &spec.hostname;
+    let hosts = match spec.network {
+        Network::Isolated => {
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n")
+        }
+        Network::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
+    };
+    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    [format!("{name}\n"), hosts, resolv]
 }
 
 /// Tells the child its cgroup is ready, handing it the seccomp filter to install and
@@ -432,6 +450,14 @@ impl Running {
             bundle::release(bundle, pool.as_deref())?;
         }
         Ok(())
+    }
+}
+
+fn mount_err(e: mounts::MountError) -> SandboxError {
+    SandboxError::Io {
+        op: e.op,
+        path: e.target.into(),
+        source: e.source,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Executes the mount plan inside the container's new mount namespace, before
-//! pivot_root, and builds on the launcher's side the detached mounts the plan attaches
-//! (/dev, its devpts and shm: see `plan::PREBUILT`). Every target is resolved with openat2(RESOLVE_IN_ROOT) against the
+//! pivot_root, and builds on the launcher's side the detached mounts the child attaches
+//! (the scratch tmpfs with the generated /etc files; /dev, its devpts and shm: see
+//! `plan::PREBUILT`). Every target is resolved with openat2(RESOLVE_IN_ROOT) against the
 //! rootfs, so a symlink planted in the image cannot redirect a mount onto the host, and
 //! the mount is made on `/proc/self/fd/N` of that resolved path (runc's technique).
 
@@ -15,7 +16,7 @@ use rustix::mount::{
     self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
 };
 
-use super::plan::{MountOp, DEVICES, DEV_DIRS, LINKS, PREBUILT};
+use super::plan::{MountOp, DEVICES, DEV_DIRS, GENERATED, LINKS, PREBUILT};
 use crate::sys::process::make_tree_readonly;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,32 +77,45 @@ pub fn mount_overlay(
         .map_err(err("mount overlay on", &shown))
 }
 
-/// Mounts a small tmpfs at `dir`, writes `files` (container path, contents) into it
-/// under their file names and makes `dir/root`; returns (tmpfs path, container path).
-pub fn scratch(dir: &Path, files: &[(&'static str, String)]) -> Result<Vec<(PathBuf, &'static str)>, MountError> {
-    let shown = dir.display().to_string();
-    rmount::mount(
+/// The launcher's half of the scratch tmpfs: a detached small tmpfs holding the
+/// generated files (`contents` in the order of [`GENERATED`], under their file names)
+/// and the directory `root`, the root's mount point. The child attaches it over its
+/// bundle ([`attach_scratch`]); building it here keeps the mount and the four file
+/// creations off the child's critical path.
+pub fn build_scratch(contents: &[String; 3]) -> Result<OwnedFd, MountError> {
+    let shown = "the scratch tmpfs";
+    let fs = new_mount(
         "tmpfs",
-        dir,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV,
-        Some(c"mode=755,size=1m"),
-    )
-    .map_err(err("mount tmpfs on", &shown))?;
-    let io = |op: &'static str| {
-        let target = shown.clone();
-        move |source| MountError { op, target, source }
-    };
-    std::fs::create_dir(dir.join("root")).map_err(io("create the root mount point in"))?;
-    let mut out = Vec::with_capacity(files.len());
-    for (target, text) in files {
-        let path = dir.join(Path::new(target).file_name().unwrap_or_default());
-        std::fs::write(&path, text).map_err(io("write a generated file in"))?;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .map_err(io("chmod a generated file in"))?;
-        out.push((path, *target));
+        shown,
+        &[("mode", "755"), ("size", "1m")],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?;
+    rfs::mkdirat(&fs, "root", Mode::from_raw_mode(0o755)).map_err(err("mkdir root in", shown))?;
+    for (target, text) in GENERATED.iter().zip(contents) {
+        let name = Path::new(target).file_name().unwrap_or_default();
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        let file = rfs::openat(&fs, name, flags, Mode::from_raw_mode(0o644)).map_err(err("create a file in", shown))?;
+        // The launcher's umask must not narrow the mode.
+        rfs::fchmod(&file, Mode::from_raw_mode(0o644)).map_err(err("chmod a file in", shown))?;
+        let mut rest = text.as_bytes();
+        while !rest.is_empty() {
+            let n = rustix::io::write(&file, rest).map_err(err("write a file in", shown))?;
+            rest = &rest[n..];
+        }
     }
-    Ok(out)
+    Ok(fs)
+}
+
+/// Attaches the launcher's scratch tmpfs at `dir`; returns (path of each generated
+/// file, its container path).
+pub fn attach_scratch(scratch: &OwnedFd, dir: &Path) -> Result<Vec<(PathBuf, &'static str)>, MountError> {
+    let shown = dir.display().to_string();
+    rmount::move_mount(scratch, "", rfs::CWD, dir, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(err("attach the scratch tmpfs on", &shown))?;
+    Ok(GENERATED
+        .iter()
+        .map(|target| (dir.join(Path::new(target).file_name().unwrap_or_default()), *target))
+        .collect())
 }
 
 /// Detached mounts by their container path, in attach order.

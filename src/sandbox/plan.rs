@@ -42,6 +42,8 @@ pub enum MountOp {
 /// makes, unlike proc (pid), sysfs (net), mqueue (ipc) and cgroup, which it mounts
 /// itself.
 pub const PREBUILT: [&str; 3] = ["/dev", "/dev/pts", "/dev/shm"];
+/// The generated files, bound from the scratch tmpfs over the base layer's empty ones.
+pub const GENERATED: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
 /// Mount points in the /dev tmpfs, relative to it.
 pub const DEV_DIRS: &[&str] = &["pts", "shm", "mqueue"];
 

@@ -46,13 +46,14 @@ pub struct TooLarge(usize);
 /// number without a rule gets `default`.
 pub fn compile(rules: &[(u32, Rule)], default: Rule) -> Result<Vec<sock_filter>, TooLarge> {
     let intervals = intervals(rules, default);
-    let mut prog = vec![
+    let mut prog = Vec::with_capacity(4 + 2 * intervals.len());
+    prog.extend([
         stmt(LD_W_ABS, OFFSET_ARCH),
         jump(JEQ_K, AUDIT_ARCH, 1, 0),
         stmt(RET_K, RET_KILL_PROCESS),
         stmt(LD_W_ABS, OFFSET_NR),
-    ];
-    prog.extend(tree(&intervals)?);
+    ]);
+    tree(&intervals, &mut prog)?;
     Ok(prog)
 }
 
@@ -78,43 +79,45 @@ fn intervals(rules: &[(u32, Rule)], default: Rule) -> Vec<(u32, Rule)> {
     out
 }
 
-/// Binary search over interval starts; the accumulator holds the syscall number.
-fn tree(intervals: &[(u32, Rule)]) -> Result<Vec<sock_filter>, TooLarge> {
-    if intervals.len() == 1 {
-        return Ok(leaf(intervals[0].1));
+/// Binary search over interval starts; the accumulator holds the syscall number. Emitted
+/// into `out` in place, each jump patched once its upper subtree is written: this runs
+/// on every container start, and a program built from per-subtree vectors took ~0.1 ms
+/// of allocation.
+fn tree(intervals: &[(u32, Rule)], out: &mut Vec<sock_filter>) -> Result<(), TooLarge> {
+    if let [(_, rule)] = intervals {
+        leaf(*rule, out);
+        return Ok(());
     }
     let mid = intervals.len() / 2;
-    let upper = tree(&intervals[mid..])?;
-    let lower = tree(&intervals[..mid])?;
-    let skip = u8::try_from(upper.len()).map_err(|_| TooLarge(upper.len()))?;
-    let mut out = vec![jump(JGE_K, intervals[mid].0, 0, skip)];
-    out.extend(upper);
-    out.extend(lower);
-    Ok(out)
+    let at = out.len();
+    out.push(jump(JGE_K, intervals[mid].0, 0, 0));
+    tree(&intervals[mid..], out)?;
+    let upper = out.len() - at - 1;
+    out[at].jf = u8::try_from(upper).map_err(|_| TooLarge(upper))?;
+    tree(&intervals[..mid], out)
 }
 
 /// The instructions that decide a syscall once its interval is known. Argument checks
 /// reload the accumulator, which is fine: every path ends in a return.
-fn leaf(rule: Rule) -> Vec<sock_filter> {
+fn leaf(rule: Rule, out: &mut Vec<sock_filter>) {
     match rule {
-        Rule::Allow => vec![stmt(RET_K, RET_ALLOW)],
-        Rule::Errno(e) => vec![stmt(RET_K, RET_ERRNO | (e & 0xffff))],
-        Rule::AllowUnlessArg0Masked(mask) => vec![
+        Rule::Allow => out.push(stmt(RET_K, RET_ALLOW)),
+        Rule::Errno(e) => out.push(stmt(RET_K, RET_ERRNO | (e & 0xffff))),
+        Rule::AllowUnlessArg0Masked(mask) => out.extend([
             stmt(LD_W_ABS, OFFSET_ARG0_LOW),
             stmt(AND_K, mask),
             jump(JEQ_K, 0, 0, 1),
             stmt(RET_K, RET_ALLOW),
             stmt(RET_K, RET_ERRNO | libc::EPERM as u32),
-        ],
+        ]),
         Rule::AllowIfArg0In(values) => {
-            let mut out = vec![stmt(LD_W_ABS, OFFSET_ARG0_LOW)];
+            out.push(stmt(LD_W_ABS, OFFSET_ARG0_LOW));
             for (i, v) in values.iter().enumerate() {
                 let to_allow = (values.len() - i) as u8;
                 out.push(jump(JEQ_K, *v, to_allow, 0));
             }
             out.push(stmt(RET_K, RET_ERRNO | libc::EPERM as u32));
             out.push(stmt(RET_K, RET_ALLOW));
-            out
         }
     }
 }
