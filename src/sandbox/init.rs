@@ -175,10 +175,11 @@ fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd), InitFailure> {
 /// is the seccomp filter to install before exec, and it carries the detached mounts of
 /// [`PREBUILT`] in that order. EOF means the launcher gave up.
 fn await_go(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailure> {
-    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-    // Room for the longest program the kernel takes (BPF_MAXINSNS, 4096 instructions of
-    // 8 bytes), on the stack: the allocator is slower for it.
-    let mut buf = [0u8; 4096 * 8];
+    use rustix::net::{recv, recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    // A peek with MSG_TRUNC tells the message's length (a ~1 KiB filter).
+    let (_, len) =
+        recv(sync, &mut [0u8; 0], RecvFlags::PEEK | RecvFlags::TRUNC).map_err(fail("wait for the launcher"))?;
+    let mut buf = vec![0u8; len];
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(PREBUILT.len()))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let got = recvmsg(
