@@ -270,6 +270,37 @@ fn env_workdir_hostname() {
     );
 }
 
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf are generated (Docker's contents) on
+/// the launcher's scratch tmpfs and bound into the root, so they never reach the
+/// container's writable layer; with `--network host`, /etc/hosts is the host's.
+#[test]
+fn generated_etc_files() {
+    let Some(root) = setup("generated_etc_files") else {
+        return;
+    };
+    let script = "cat /etc/hosts; echo ==; cat /etc/resolv.conf; echo ==; \
+                  stat -c '%a %s' /etc/hostname; grep -c ' /etc/[a-z.]* .* - tmpfs ' /proc/self/mountinfo";
+    let out = root.run(&["run", "--name", "web-1", "busybox", "sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let parts: Vec<&str> = text.split("==\n").collect();
+    assert_eq!(
+        parts[0],
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tweb-1\n"
+    );
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert_eq!(parts[1], host_resolv);
+    assert_eq!(parts[2], "644 6\n3\n", "mode and size of /etc/hostname, tmpfs binds");
+    let bundles = root.entries("containers");
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
+    let upper = root.path().join("containers").join(&bundles[0]).join("upper");
+    assert!(!upper.join("etc").exists(), "generated files reached the writable layer");
+
+    let (code, hosts) = sh(&root, &["--network", "host"], "cat /etc/hosts");
+    assert_eq!(code, 0);
+    assert_eq!(hosts, std::fs::read_to_string("/etc/hosts").unwrap_or_default());
+}
+
 /// The launcher keeps the child off its own CPU while both set up; the process that
 /// runs must still have every CPU petri had.
 #[test]
