@@ -294,7 +294,10 @@ fn generated_etc_files() {
     let bundles = root.entries("containers");
     assert_eq!(bundles.len(), 1, "{bundles:?}");
     let upper = root.path().join("containers").join(&bundles[0]).join("upper");
-    assert!(!upper.join("etc").exists(), "generated files reached the writable layer");
+    assert!(
+        !upper.join("etc").exists(),
+        "generated files reached the writable layer"
+    );
 
     let (code, hosts) = sh(&root, &["--network", "host"], "cat /etc/hosts");
     assert_eq!(code, 0);
