@@ -144,27 +144,10 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
 /// Waits for the launcher's plan message: the spec, once the launcher has it, with the
 /// scratch tmpfs (`mounts::build_scratch`). EOF means the launcher gave up.
 fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd), InitFailure> {
-    use rustix::net::{recv, recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-    // A peek with MSG_TRUNC tells the message's whole length.
-    let (_, len) =
-        recv(sync, &mut [0u8; 0], RecvFlags::PEEK | RecvFlags::TRUNC).map_err(fail("wait for the launcher"))?;
-    let mut buf = vec![0u8; len];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = recvmsg(
-        sync,
-        &mut [io::IoSliceMut::new(&mut buf)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(fail("wait for the launcher"))?;
-    let scratch = control.drain().find_map(|m| match m {
-        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
-        _ => None,
-    });
-    match scratch {
-        Some(scratch) if got.bytes > 0 && !got.flags.contains(ReturnFlags::CTRUNC) => {
-            let plan = serde_json::from_slice(&buf[..got.bytes]).map_err(fail("read the launcher's spec"))?;
+    let (bytes, fds) = receive(sync)?;
+    match <[OwnedFd; 1]>::try_from(fds) {
+        Ok([scratch]) if !bytes.is_empty() => {
+            let plan = serde_json::from_slice(&bytes).map_err(fail("read the launcher's spec"))?;
             Ok((plan, scratch))
         }
         _ => Err(fail("wait for the launcher")("no spec and scratch tmpfs came")),
@@ -175,8 +158,26 @@ fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd), InitFailure> {
 /// is the seccomp filter to install before exec, and it carries the detached mounts of
 /// [`PREBUILT`] in that order. EOF means the launcher gave up.
 fn await_go(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailure> {
+    let (bytes, fds) = receive(sync)?;
+    match security::filter_from_bytes(&bytes) {
+        Some(filter) if fds.len() == PREBUILT.len() => Ok((filter, PREBUILT.into_iter().zip(fds).collect())),
+        _ => Err(InitFailure {
+            code: 125,
+            message: format!(
+                "wait for the launcher: got {} bytes and {} descriptors, not a seccomp filter and {} mounts",
+                bytes.len(),
+                fds.len(),
+                PREBUILT.len()
+            ),
+        }),
+    }
+}
+
+/// Receives one message from the launcher whole (a peek with MSG_TRUNC tells its length
+/// first) with the descriptors it carries, at most [`PREBUILT`]'s count. A truncated
+/// message is an error; EOF gives no bytes and no descriptors.
+fn receive(sync: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), InitFailure> {
     use rustix::net::{recv, recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-    // A peek with MSG_TRUNC tells the message's length (a ~1 KiB filter).
     let (_, len) =
         recv(sync, &mut [0u8; 0], RecvFlags::PEEK | RecvFlags::TRUNC).map_err(fail("wait for the launcher"))?;
     let mut buf = vec![0u8; len];
@@ -190,27 +191,16 @@ fn await_go(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailur
     )
     .map_err(fail("wait for the launcher"))?;
     if got.flags.intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC) {
-        return Err(fail("wait for the launcher")("the go message was truncated"));
+        return Err(fail("wait for the launcher")("a message was truncated"));
     }
-    let n = got.bytes;
-    let mut fds = Vec::with_capacity(PREBUILT.len());
+    buf.truncate(got.bytes);
+    let mut fds = Vec::new();
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = message {
             fds.extend(received);
         }
     }
-    let filter = buf.get(..n).and_then(security::filter_from_bytes);
-    match filter {
-        Some(filter) if fds.len() == PREBUILT.len() => Ok((filter, PREBUILT.into_iter().zip(fds).collect())),
-        _ => Err(InitFailure {
-            code: 125,
-            message: format!(
-                "wait for the launcher: got {n} bytes and {} descriptors, not a seccomp filter and {} mounts",
-                fds.len(),
-                PREBUILT.len()
-            ),
-        }),
-    }
+    Ok((buf, fds))
 }
 
 /// Joins the v1 hierarchies (cgroup2 was joined at clone): see `PendingCgroup::v1_task_files`.

@@ -2,10 +2,10 @@
 //! namespaces (born in the cgroup2 directory), before the spec is complete, so that the
 //! child builds its network namespace while the caller resolves the image.
 //! [`Forked::launch`]: prepare the bundle, send the child the spec and a scratch tmpfs
-//! holding the generated /etc files over a SOCK_SEQPACKET socketpair, then, while it mounts its root on another CPU, make the v1 directories,
-//! set the limits, compile the seccomp filter and build the container's /dev as
-//! detached mounts, and send those in the go message (the child then joins the v1
-//! hierarchies itself and attaches /dev). While the child mounts and execs, ready a
+//! holding the generated /etc files over a SOCK_SEQPACKET socketpair, then, while it
+//! mounts its root on another CPU, make the v1 directories, set the limits, compile the
+//! seccomp filter and build the container's /dev as detached mounts, and send those in
+//! the go message (the child then joins the v1 hierarchies itself and attaches /dev). While the child mounts and execs, ready a
 //! pooled bundle for a later `--rm` run (`bundle::tidy`); learn over the same socket
 //! whether exec succeeded (EOF with no message means it did), then wait, signal, and
 //! clean up: the cgroup and everything in it, and the bundle when asked.
@@ -297,10 +297,8 @@ impl Drop for Pinned {
 }
 
 /// Sends the child what it needs once the spec is known: the spec and the overlay's
-/// lower directories (base layer first), and the scratch tmpfs. A child that already
-/// failed has closed its end; its reason is then what [`read_outcome`] reports.
+/// lower directories (base layer first), and the scratch tmpfs.
 fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>, scratch: &OwnedFd) -> Result<(), SandboxError> {
-    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     let plan = init::Plan {
         spec: spec.clone(),
         lower,
@@ -309,14 +307,12 @@ fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>, scratch: &O
         op: "encode the spec for the container process",
         source: e.into(),
     })?;
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [scratch.as_fd()];
-    control.push(SendAncillaryMessage::ScmRights(&fds));
-    match sendmsg(sock, &[io::IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
-        Ok(_) | Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => Ok(()),
-        Err(e) => Err(sys("send the spec to the container process")(e)),
-    }
+    send(
+        sock,
+        &bytes,
+        &[scratch.as_fd()],
+        "send the spec to the container process",
+    )
 }
 
 /// The contents of the generated files, in the order of [`plan::GENERATED`]
@@ -335,19 +331,28 @@ fn etc_files(spec: &SandboxSpec) -> [String; 3] {
 }
 
 /// Tells the child its cgroup is ready, handing it the seccomp filter to install and
-/// the detached mounts of /dev to attach. A child that already failed has closed its
-/// end: its reason is then what [`read_outcome`] reports, so a refused send is not an
-/// error here.
+/// the detached mounts of /dev to attach.
 fn send_go(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
-    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     let fds: Vec<BorrowedFd> = dev.iter().map(|(_, fd)| fd.as_fd()).collect();
+    send(
+        sock,
+        &security::filter_bytes(filter),
+        &fds,
+        "send the go message to the container process",
+    )
+}
+
+/// Sends one message with descriptors (at most [`plan::PREBUILT`]'s count) to the
+/// child. A child that already failed has closed its end: its reason is then what
+/// [`read_outcome`] reports, so a refused send is not an error here.
+fn send(sock: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd], op: &'static str) -> Result<(), SandboxError> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(plan::PREBUILT.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    control.push(SendAncillaryMessage::ScmRights(&fds));
-    let bytes = security::filter_bytes(filter);
-    match sendmsg(sock, &[io::IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
+    control.push(SendAncillaryMessage::ScmRights(fds));
+    match sendmsg(sock, &[io::IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL) {
         Ok(_) | Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => Ok(()),
-        Err(e) => Err(sys("send the go message to the container process")(e)),
+        Err(e) => Err(sys(op)(e)),
     }
 }
 

@@ -10,8 +10,8 @@
 //! is one caller; pods and experiments will be others.
 //!
 //! Launching forks with namespace flags, which is only safe from a single-threaded
-//! process (DESIGN.md rule 1), and `launch` and `fork` refuse otherwise. `petri run` calls it
-//! directly, before any thread exists. A multi-threaded caller (the tokio control plane
+//! process (DESIGN.md rule 1), and `launch` and `fork` refuse otherwise. `petri run` calls
+//! `fork` directly, before any thread exists. A multi-threaded caller (the tokio control plane
 //! to come, or a test) uses [`launcher::Launcher`] instead: a re-executed `petri`
 //! helper, single-threaded by construction, that launches, waits and cleans up on its
 //! behalf and reports over a socket.

@@ -97,11 +97,11 @@ pub fn build_scratch(contents: &[String; 3]) -> Result<OwnedFd, MountError> {
         let file = rfs::openat(&fs, name, flags, Mode::from_raw_mode(0o644)).map_err(err("create a file in", shown))?;
         // The launcher's umask must not narrow the mode.
         rfs::fchmod(&file, Mode::from_raw_mode(0o644)).map_err(err("chmod a file in", shown))?;
-        let mut rest = text.as_bytes();
-        while !rest.is_empty() {
-            let n = rustix::io::write(&file, rest).map_err(err("write a file in", shown))?;
-            rest = &rest[n..];
-        }
+        std::io::Write::write_all(&mut std::fs::File::from(file), text.as_bytes()).map_err(|source| MountError {
+            op: "write a file in",
+            target: shown.to_string(),
+            source,
+        })?;
     }
     Ok(fs)
 }
