@@ -1,11 +1,9 @@
 //! The `petri` binary: parse, set up logging, dispatch, and turn the outcome into an exit
 //! code (the container's own, 125 when petri itself failed, 2 for usage errors).
 
-use clap::Parser;
-
 fn main() {
-    let cli = petri::cli::Cli::parse();
-    petri::cli::init_tracing(cli.verbose);
+    let cli = petri::cli::Cli::parse_args();
+    petri::cli::init_tracing(cli.global.verbose);
     let code = match petri::cli::run(cli) {
         Ok(code) => code,
         // A closed stdout (`petri image ls | head -1`) is the reader's choice, not a failure.

@@ -270,6 +270,27 @@ fn env_workdir_hostname() {
     );
 }
 
+/// The network namespace has only lo, and lo is up (the launcher brings it up from
+/// outside, on a socket the container's process made there: `launch::bring_up_loopback`).
+#[test]
+fn the_network_is_lo_alone_and_up() {
+    let Some(root) = setup("the_network_is_lo_alone_and_up") else {
+        return;
+    };
+    let (code, out) = sh(&root, &[], "ls /sys/class/net; cat /sys/class/net/lo/flags");
+    assert_eq!((code, out.as_str()), (0, "lo\n0x9\n"), "IFF_UP | IFF_LOOPBACK");
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let (code, out) = sh(&root, &["--network", "host"], "ls /sys/class/net");
+    let mut seen: Vec<&str> = out.lines().collect();
+    let mut host: Vec<&str> = host.iter().map(String::as_str).collect();
+    seen.sort_unstable();
+    host.sort_unstable();
+    assert_eq!((code, seen), (0, host), "--network host shows the host's interfaces");
+}
+
 /// /etc/hostname, /etc/hosts and /etc/resolv.conf are generated (Docker's contents) on
 /// the launcher's scratch tmpfs and bound into the root, so they never reach the
 /// container's writable layer; with `--network host`, /etc/hosts is the host's.

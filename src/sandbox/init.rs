@@ -16,9 +16,9 @@ use rustix::thread::{self as rthread, CpuSet};
 use seccompiler::BpfProgram;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{plan, PlanInput, PREBUILT};
+use super::plan::{plan as mount_plan, PlanInput, PREBUILT};
 use super::process::{resolve_user, User};
-use super::{mounts, security, Network, SandboxSpec};
+use super::{mounts, security, Network, ProcessSpec, SandboxSpec};
 use crate::cgroup::CgroupMounts;
 use crate::sys::process::{unshare_namespace, SharedView};
 
@@ -45,12 +45,34 @@ pub struct AtFork<'a> {
     pub affinity: Option<&'a CpuSet>,
 }
 
-/// What the launcher sends once the spec is known (the first message on the socket).
+/// What the launcher sends once the spec is known (the first message on the socket):
+/// the parts of the [`SandboxSpec`] the child acts on. The limits, device rules and
+/// /dev's size stay with the launcher, which applies them itself.
 #[derive(Serialize, Deserialize)]
 pub struct Plan {
-    pub spec: SandboxSpec,
-    /// Overlay lower directories relative to the layers directory, top first.
+    pub hostname: String,
+    pub layers_dir: PathBuf,
+    /// Overlay lower directories relative to `layers_dir`, top first.
     pub lower: Vec<String>,
+    pub bundle: PathBuf,
+    pub remove: bool,
+    pub binds: Vec<(PathBuf, String, bool)>,
+    pub process: ProcessSpec,
+}
+
+impl Plan {
+    /// The plan for `spec`, whose root is the overlay of `lower`.
+    pub fn new(spec: &SandboxSpec, lower: Vec<String>) -> Plan {
+        Plan {
+            hostname: spec.hostname.clone(),
+            layers_dir: spec.layers_dir.clone(),
+            lower,
+            bundle: spec.bundle.clone(),
+            remove: spec.remove,
+            binds: spec.binds.clone(),
+            process: spec.process.clone(),
+        }
+    }
 }
 
 /// Everything from the clone to execve. Returns only on failure.
@@ -68,27 +90,36 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     // of a millisecond, which the launcher spends on the spec and the cgroup meanwhile.
     if forked.network == Network::Isolated {
         unshare_namespace(SharedView::Network).map_err(fail("unshare the network namespace"))?;
+        // The launcher brings lo up on a socket made in the new namespace, in parallel
+        // with the mounts below; `await_network` waits for its word before exec.
+        let socket = rustix::net::socket_with(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(fail("make a socket in the network namespace"))?;
+        send_fd(sync, b"N", &socket).map_err(fail("send the network namespace's socket"))?;
     }
     // Out of petri's session: a Ctrl-C on the terminal reaches petri only, which forwards it.
     rproc::setsid().map_err(fail("setsid"))?;
     rproc::umask(rustix::fs::Mode::empty());
     mounts::make_private().map_err(fail("mounts"))?;
-    let (Plan { spec, lower }, scratch) = await_plan(sync)?;
-    let spec = &spec;
+    let (plan, scratch) = await_plan(sync)?;
     // The overlay's writable directories, held open: the scratch tmpfs goes over the
     // bundle itself, so the bundle on disk needs no mount point of its own.
-    let upper = open_dir(&spec.bundle.join("upper"))?;
-    let work = open_dir(&spec.bundle.join("work"))?;
+    let upper = open_dir(&plan.bundle.join("upper"))?;
+    let work = open_dir(&plan.bundle.join("work"))?;
     // The launcher's scratch tmpfs holds the generated /etc files and the root's mount
     // point; after pivot_root only the bind mounts of those files keep it alive.
-    let etc_files = mounts::attach_scratch(&scratch, &spec.bundle).map_err(fail("scratch tmpfs"))?;
+    let etc_files = mounts::attach_scratch(&scratch, &plan.bundle).map_err(fail("scratch tmpfs"))?;
     drop(scratch);
-    let rootfs = spec.bundle.join("root");
-    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
-    mounts::mount_overlay(&spec.layers_dir, &lower, &upper, &work, spec.remove, &rootfs)
+    let rootfs = plan.bundle.join("root");
+    let lower: Vec<&str> = plan.lower.iter().map(String::as_str).collect();
+    mounts::mount_overlay(&plan.layers_dir, &lower, &upper, &work, plan.remove, &rootfs)
         .map_err(fail("root filesystem"))?;
     drop((upper, work));
-    if spec.remove && !spec.process.tty {
+    if plan.remove && !plan.process.tty {
         // The launcher removes the volatile overlay's marker now (`bundle`). Not with a
         // tty, whose size the launcher sets as soon as it comes. A failed send means the
         // launcher is gone, which `await_go` reports.
@@ -102,26 +133,23 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     }
     join_cgroups(forked.task_files)?;
     unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
-    let ops = plan(&PlanInput {
-        binds: &spec.binds,
+    let ops = mount_plan(&PlanInput {
+        binds: &plan.binds,
         etc_files: &etc_files,
         cgroups: forked.cgroups,
     });
     mounts::execute(&rootfs, &ops, &dev).map_err(fail("mounts"))?;
     drop(dev);
     pivot_root(&rootfs)?;
-    if spec.process.tty {
+    if plan.process.tty {
         open_tty(sync)?;
     }
-    rustix::system::sethostname(spec.hostname.as_bytes()).map_err(fail("sethostname"))?;
-    if spec.network == Network::Isolated {
-        crate::sys::process::loopback_up().map_err(fail("bring up lo"))?;
-    }
+    rustix::system::sethostname(plan.hostname.as_bytes()).map_err(fail("sethostname"))?;
     rproc::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    let user = lookup_user(spec)?;
-    enter_workdir(&spec.process.cwd)?;
+    let user = lookup_user(&plan)?;
+    enter_workdir(&plan.process.cwd)?;
     set_limits()?;
-    if !spec.process.stdin && !spec.process.tty {
+    if !plan.process.stdin && !plan.process.tty {
         redirect_stdin_to_null()?;
     }
     security::drop_bounding_set().map_err(fail("capabilities"))?;
@@ -129,19 +157,22 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     security::set_capabilities(user.uid == 0).map_err(fail("capabilities"))?;
     security::set_no_new_privs().map_err(fail("no_new_privs"))?;
     cloexec_all_fds()?;
-    let env = with_home(&spec.process.env, &user.home);
-    let program = find_program(&spec.process.argv[0], &env)?;
+    let env = with_home(&plan.process.env, &user.home);
+    let program = find_program(&plan.process.argv[0], &env)?;
+    if forked.network == Network::Isolated {
+        await_network(sync)?;
+    }
     security::install_filter(&filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
-        .arg0(&spec.process.argv[0])
-        .args(&spec.process.argv[1..])
+        .arg0(&plan.process.argv[0])
+        .args(&plan.process.argv[1..])
         .env_clear()
         .envs(env.iter().filter_map(|kv| kv.split_once('=')))
         .exec();
-    Err(exec_failure(&spec.process.argv[0], err))
+    Err(exec_failure(&plan.process.argv[0], err))
 }
 
-/// Waits for the launcher's plan message: the spec, once the launcher has it, with the
+/// Waits for the launcher's plan message, once the launcher has the spec, with the
 /// scratch tmpfs (`mounts::build_scratch`). EOF means the launcher gave up.
 fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd), InitFailure> {
     let (bytes, fds) = receive(sync)?;
@@ -170,6 +201,18 @@ fn await_go(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailur
                 PREBUILT.len()
             ),
         }),
+    }
+}
+
+/// Waits for the launcher's word that lo is up in the network namespace (an "L"), which
+/// it brings up on the socket the child sent at the start. EOF means the launcher gave up.
+fn await_network(sync: &OwnedFd) -> Result<(), InitFailure> {
+    match receive(sync)? {
+        (bytes, fds) if bytes == b"L" && fds.is_empty() => Ok(()),
+        (bytes, _) => Err(fail("wait for the launcher")(format!(
+            "got {} bytes, not the word that lo is up",
+            bytes.len()
+        ))),
     }
 }
 
@@ -242,10 +285,10 @@ fn pivot_root(rootfs: &Path) -> Result<(), InitFailure> {
     rproc::chdir("/").map_err(fail("chdir /"))
 }
 
-fn lookup_user(spec: &SandboxSpec) -> Result<User, InitFailure> {
+fn lookup_user(plan: &Plan) -> Result<User, InitFailure> {
     let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
     resolve_user(
-        spec.process.user.as_deref().unwrap_or(""),
+        plan.process.user.as_deref().unwrap_or(""),
         &read("/etc/passwd"),
         &read("/etc/group"),
     )
@@ -295,21 +338,25 @@ fn set_limits() -> Result<(), InitFailure> {
 /// exists inside), hands the master to the launcher over the sync socket (runc's
 /// console socket), and attaches the slave.
 fn open_tty(sync: &OwnedFd) -> Result<(), InitFailure> {
-    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     use rustix::pty::{ioctl_tiocgptpeer, unlockpt, OpenptFlags};
-    use std::os::fd::AsFd;
     let flags = rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC;
     let master = rustix::fs::open("/dev/ptmx", flags, rustix::fs::Mode::empty()).map_err(fail("open /dev/ptmx"))?;
     unlockpt(&master).map_err(fail("unlockpt"))?;
     let peer = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
     let slave = ioctl_tiocgptpeer(&master, peer).map_err(fail("open the terminal's peer"))?;
+    send_fd(sync, b"T", &master).map_err(fail("send the terminal"))?;
+    attach_tty(&slave)
+}
+
+/// Sends the launcher a message `tag` carrying descriptor `fd`.
+fn send_fd(sync: &OwnedFd, tag: &[u8], fd: &OwnedFd) -> rustix::io::Result<()> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::os::fd::AsFd;
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [master.as_fd()];
+    let fds = [fd.as_fd()];
     control.push(SendAncillaryMessage::ScmRights(&fds));
-    sendmsg(sync, &[std::io::IoSlice::new(b"T")], &mut control, SendFlags::empty())
-        .map_err(fail("send the terminal"))?;
-    attach_tty(&slave)
+    sendmsg(sync, &[std::io::IoSlice::new(tag)], &mut control, SendFlags::empty()).map(drop)
 }
 
 /// Makes the pty slave the controlling terminal and stdin, stdout and stderr.

@@ -1,12 +1,14 @@
 //! The launcher's half. [`fork`]: make the cgroup2 directory and clone into new
 //! namespaces (born in the cgroup2 directory), before the spec is complete, so that the
 //! child builds its network namespace while the caller resolves the image.
-//! [`Forked::launch`]: prepare the bundle, send the child the spec and a scratch tmpfs
-//! holding the generated /etc files over a SOCK_SEQPACKET socketpair, then, while it
-//! mounts its root on another CPU, make the v1 directories, set the limits, compile the
-//! seccomp filter and build the container's /dev as detached mounts, and send those in
-//! the go message (the child then joins the v1 hierarchies itself and attaches /dev). While the child mounts and execs, ready a
-//! pooled bundle for a later `--rm` run (`bundle::tidy`); learn over the same socket
+//! [`Forked::launch`]: prepare the bundle, send the child its plan (the parts of the spec
+//! it acts on) and a scratch tmpfs holding the generated /etc files over a SOCK_SEQPACKET
+//! socketpair, then, while it mounts its root on another CPU, make the v1 directories,
+//! set the limits, compile the seccomp filter and build the container's /dev as
+//! detached mounts, and send those in the go message (the child then joins the v1
+//! hierarchies itself and attaches /dev). While the child mounts, bring lo up in its
+//! network namespace (on a socket it made there) and ready a pooled bundle for a later
+//! `--rm` run (`bundle::tidy`); learn over the same socket
 //! whether exec succeeded (EOF with no message means it did), then wait, signal, and
 //! clean up: the cgroup and everything in it, and the bundle when asked.
 
@@ -146,12 +148,16 @@ impl Forked {
         let sent = send_go(sock, &filter, &dev);
         drop(dev);
         drop(pinned);
+        let networked = sent.and_then(|()| match spec.network {
+            Network::Isolated => bring_up_loopback(sock),
+            Network::Host => Ok(()),
+        });
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
         // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
         if let (Some(pool), false) = (pool(spec), spec.process.tty) {
             bundle::tidy(pool);
         }
-        let outcome = sent.and_then(|()| read_outcome(sock, || bundle::drop_volatile_marker(&spec.bundle)));
+        let outcome = networked.and_then(|()| read_outcome(sock, || bundle::drop_volatile_marker(&spec.bundle)));
         match outcome {
             Ok(tty) => {
                 let (pid, pidfd, _) = self.child.take().expect("a forked child until it starts");
@@ -296,22 +302,18 @@ impl Drop for Pinned {
     }
 }
 
-/// Sends the child what it needs once the spec is known: the spec and the overlay's
-/// lower directories (base layer first), and the scratch tmpfs.
+/// Sends the child what it needs once the spec is known: its plan, whose overlay lower
+/// directories are `lower` (base layer first), and the scratch tmpfs.
 fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>, scratch: &OwnedFd) -> Result<(), SandboxError> {
-    let plan = init::Plan {
-        spec: spec.clone(),
-        lower,
-    };
-    let bytes = serde_json::to_vec(&plan).map_err(|e| SandboxError::Sys {
-        op: "encode the spec for the container process",
+    let bytes = serde_json::to_vec(&init::Plan::new(spec, lower)).map_err(|e| SandboxError::Sys {
+        op: "encode the plan for the container process",
         source: e.into(),
     })?;
     send(
         sock,
         &bytes,
         &[scratch.as_fd()],
-        "send the spec to the container process",
+        "send the plan to the container process",
     )
 }
 
@@ -356,47 +358,92 @@ fn send(sock: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd], op: &'static str) -> R
     }
 }
 
-/// What the child says before exec: "M" once its root is mounted, for a `--rm` sandbox
-/// without a tty (`root_mounted` is called then), its pty master for a tty (a "T"
-/// message carrying the fd), then either EOF (exec happened: the socket was
-/// close-on-exec) or "CODE:why".
+/// Brings lo up in the child's new network namespace and tells the child so ("L"),
+/// while the child mounts its filesystem: the child's first message ("N") carries a
+/// socket it made in that namespace, on which the ioctl acts. Done here, its tenth of a
+/// millisecond is off the child's path from the go message to exec.
+fn bring_up_loopback(sock: &OwnedFd) -> Result<(), SandboxError> {
+    match receive_from_child(sock)? {
+        (bytes, Some(socket)) if bytes == b"N" => {
+            crate::sys::process::loopback_up(socket.as_fd()).map_err(|source| SandboxError::Sys {
+                op: "bring up lo in the container's network namespace",
+                source,
+            })?;
+            send(sock, b"L", &[], "tell the container process that lo is up")
+        }
+        (bytes, _) => Err(child_failure(&bytes)),
+    }
+}
+
+/// What the child says after its network namespace's socket ("N", read by
+/// [`bring_up_loopback`]): "M" once its root is mounted, for a `--rm` sandbox without a
+/// tty (`root_mounted` is called then), its pty master for a tty (a "T" message carrying
+/// the fd), then either EOF (exec happened: the socket was close-on-exec) or "CODE:why".
 fn read_outcome(sock: &OwnedFd, mut root_mounted: impl FnMut()) -> Result<Option<OwnedFd>, SandboxError> {
-    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut tty = None;
     loop {
-        let mut buf = vec![0u8; 4096];
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let n = recvmsg(
-            sock,
-            &mut [io::IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        )
-        .map_err(sys("read from the container process"))?
-        .bytes;
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(fds) = message {
-                tty = fds.into_iter().next();
-            }
+        let (bytes, fd) = receive_from_child(sock)?;
+        if fd.is_some() {
+            tty = fd;
         }
         // The terminal takes the size of petri's own, before the process can ask.
         if let (Some(t), Ok(size)) = (&tty, rustix::termios::tcgetwinsize(rustix::stdio::stdout())) {
             let _ = rustix::termios::tcsetwinsize(t, size);
         }
-        match &buf[..n] {
+        match bytes.as_slice() {
             [] => return Ok(tty),
             b"T" => continue,
             b"M" => root_mounted(),
-            text => {
-                let text = String::from_utf8_lossy(text);
-                let (code, message) = text.split_once(':').unwrap_or(("125", &text));
-                return Err(SandboxError::Init {
-                    code: code.parse().unwrap_or(125),
-                    message: message.to_string(),
-                });
-            }
+            text => return Err(child_failure(text)),
         }
+    }
+}
+
+/// One message from the child, with the descriptor it carries if any; EOF gives no bytes.
+///
+/// A child that exits with a message of ours unread (it failed before the "L" of
+/// [`bring_up_loopback`], say) resets the connection: the first read then reports
+/// ECONNRESET, once, and what the child sent before it exited (its "CODE:why") is still
+/// queued behind it, so the read is tried again.
+fn receive_from_child(sock: &OwnedFd) -> Result<(Vec<u8>, Option<OwnedFd>), SandboxError> {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut buf = vec![0u8; 4096];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let n = loop {
+        match recvmsg(
+            sock,
+            &mut [io::IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::CONNRESET) => continue,
+            other => break other.map_err(sys("read from the container process"))?.bytes,
+        }
+    };
+    buf.truncate(n);
+    let mut fd = None;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = message {
+            fd = fds.into_iter().next();
+        }
+    }
+    Ok((buf, fd))
+}
+
+/// The child's report of its failure, "CODE:why"; nothing at all where a word was due.
+fn child_failure(text: &[u8]) -> SandboxError {
+    if text.is_empty() {
+        return SandboxError::Init {
+            code: 125,
+            message: "the container process ended before it was set up".into(),
+        };
+    }
+    let text = String::from_utf8_lossy(text);
+    let (code, message) = text.split_once(':').unwrap_or(("125", &text));
+    SandboxError::Init {
+        code: code.parse().unwrap_or(125),
+        message: message.to_string(),
     }
 }
 
