@@ -34,7 +34,7 @@ impl Cli {
     ///
     /// `petri run` is on the path of every container start, and clap builds the whole
     /// command tree before it parses: every subcommand's arguments, with the global ones
-    /// copied into each. For a `petri run` line that took 0.42-0.45 ms of a cold start,
+    /// copied into each. For a `petri run` line that took 0.42-0.50 ms of a cold start,
     /// against 0.23-0.36 ms for a parser of the global arguments and `run` alone
     /// (bench/RESULTS.md). So that parser goes first, and whatever it does not accept
     /// (another subcommand, a usage error, `--help`, `--version`) is parsed again by the

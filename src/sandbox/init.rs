@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{plan as mount_plan, PlanInput, PREBUILT};
 use super::process::{resolve_user, User};
-use super::{mounts, security, Network, ProcessSpec, SandboxSpec};
+use super::{channel, mounts, security, Network, ProcessSpec, SandboxSpec};
 use crate::cgroup::CgroupMounts;
 use crate::sys::process::{unshare_namespace, SharedView};
 
@@ -216,34 +216,9 @@ fn await_network(sync: &OwnedFd) -> Result<(), InitFailure> {
     }
 }
 
-/// Receives one message from the launcher whole (a peek with MSG_TRUNC tells its length
-/// first) with the descriptors it carries, at most [`PREBUILT`]'s count. A truncated
-/// message is an error; EOF gives no bytes and no descriptors.
+/// One message from the launcher (`channel::receive`).
 fn receive(sync: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), InitFailure> {
-    use rustix::net::{recv, recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-    let (_, len) =
-        recv(sync, &mut [0u8; 0], RecvFlags::PEEK | RecvFlags::TRUNC).map_err(fail("wait for the launcher"))?;
-    let mut buf = vec![0u8; len];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(PREBUILT.len()))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = recvmsg(
-        sync,
-        &mut [io::IoSliceMut::new(&mut buf)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(fail("wait for the launcher"))?;
-    if got.flags.intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC) {
-        return Err(fail("wait for the launcher")("a message was truncated"));
-    }
-    buf.truncate(got.bytes);
-    let mut fds = Vec::new();
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = message {
-            fds.extend(received);
-        }
-    }
-    Ok((buf, fds))
+    channel::receive(sync).map_err(fail("wait for the launcher"))
 }
 
 /// Joins the v1 hierarchies (cgroup2 was joined at clone): see `PendingCgroup::v1_task_files`.
@@ -350,13 +325,8 @@ fn open_tty(sync: &OwnedFd) -> Result<(), InitFailure> {
 
 /// Sends the launcher a message `tag` carrying descriptor `fd`.
 fn send_fd(sync: &OwnedFd, tag: &[u8], fd: &OwnedFd) -> rustix::io::Result<()> {
-    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     use std::os::fd::AsFd;
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [fd.as_fd()];
-    control.push(SendAncillaryMessage::ScmRights(&fds));
-    sendmsg(sync, &[std::io::IoSlice::new(tag)], &mut control, SendFlags::empty()).map(drop)
+    channel::send(sync, tag, &[fd.as_fd()])
 }
 
 /// Makes the pty slave the controlling terminal and stdin, stdout and stderr.

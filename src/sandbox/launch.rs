@@ -8,9 +8,9 @@
 //! detached mounts, and send those in the go message (the child then joins the v1
 //! hierarchies itself and attaches /dev). While the child mounts, bring lo up in its
 //! network namespace (on a socket it made there) and ready a pooled bundle for a later
-//! `--rm` run (`bundle::tidy`); learn over the same socket
-//! whether exec succeeded (EOF with no message means it did), then wait, signal, and
-//! clean up: the cgroup and everything in it, and the bundle when asked.
+//! `--rm` run (`bundle::tidy`); learn over the same socket whether exec succeeded (EOF
+//! with no message means it did), then wait, signal, and clean up: the cgroup and
+//! everything in it, and the bundle when asked.
 
 use std::fs;
 use std::io::{self, Write};
@@ -23,7 +23,7 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 
-use super::{base, bundle, init, mounts, plan, security, Network, SandboxError, SandboxSpec};
+use super::{base, bundle, channel, init, mounts, security, Network, SandboxError, SandboxSpec};
 use crate::cgroup::{Cgroup, Hierarchy, Limits, PendingCgroup};
 use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
 
@@ -317,7 +317,7 @@ fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>, scratch: &O
     )
 }
 
-/// The contents of the generated files, in the order of [`plan::GENERATED`]
+/// The contents of the generated files, in the order of [`super::plan::GENERATED`]
 /// (/etc/hostname, /etc/hosts, /etc/resolv.conf). They live on the scratch tmpfs, never
 /// on disk.
 fn etc_files(spec: &SandboxSpec) -> [String; 3] {
@@ -344,16 +344,12 @@ fn send_go(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, Owned
     )
 }
 
-/// Sends one message with descriptors (at most [`plan::PREBUILT`]'s count) to the
-/// child. A child that already failed has closed its end: its reason is then what
-/// [`read_outcome`] reports, so a refused send is not an error here.
+/// Sends one message with descriptors to the child (`channel::send`). A child that
+/// already failed has closed its end: its reason is then what [`read_outcome`]
+/// reports, so a refused send is not an error here.
 fn send(sock: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd], op: &'static str) -> Result<(), SandboxError> {
-    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(plan::PREBUILT.len()))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    control.push(SendAncillaryMessage::ScmRights(fds));
-    match sendmsg(sock, &[io::IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL) {
-        Ok(_) | Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => Ok(()),
+    match channel::send(sock, bytes, fds) {
+        Ok(()) | Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => Ok(()),
         Err(e) => Err(sys(op)(e)),
     }
 }
@@ -399,36 +395,14 @@ fn read_outcome(sock: &OwnedFd, mut root_mounted: impl FnMut()) -> Result<Option
     }
 }
 
-/// One message from the child, with the descriptor it carries if any; EOF gives no bytes.
-///
-/// A child that exits with a message of ours unread (it failed before the "L" of
-/// [`bring_up_loopback`], say) resets the connection: the first read then reports
-/// ECONNRESET, once, and what the child sent before it exited (its "CODE:why") is still
-/// queued behind it, so the read is tried again.
+/// One message from the child (`channel::receive`), with the descriptor it carries if
+/// any; EOF gives no bytes.
 fn receive_from_child(sock: &OwnedFd) -> Result<(Vec<u8>, Option<OwnedFd>), SandboxError> {
-    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let mut buf = vec![0u8; 4096];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let n = loop {
-        match recvmsg(
-            sock,
-            &mut [io::IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Err(rustix::io::Errno::CONNRESET) => continue,
-            other => break other.map_err(sys("read from the container process"))?.bytes,
-        }
-    };
-    buf.truncate(n);
-    let mut fd = None;
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = message {
-            fd = fds.into_iter().next();
-        }
-    }
-    Ok((buf, fd))
+    let (bytes, fds) = channel::receive(sock).map_err(|source| SandboxError::Sys {
+        op: "read from the container process",
+        source,
+    })?;
+    Ok((bytes, fds.into_iter().next()))
 }
 
 /// The child's report of its failure, "CODE:why"; nothing at all where a word was due.

@@ -18,6 +18,7 @@
 
 mod base;
 mod bundle;
+mod channel;
 mod init;
 mod launch;
 pub mod launcher;
