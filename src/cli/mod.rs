@@ -4,6 +4,7 @@
 mod image;
 mod printer;
 mod progress;
+mod quick;
 mod run;
 
 use std::ffi::OsString;
@@ -32,45 +33,12 @@ pub struct Cli {
 impl Cli {
     /// Parses petri's arguments, exiting with clap's message on a usage error.
     ///
-    /// `petri run` is on the path of every container start, and clap builds the whole
-    /// command tree before it parses: every subcommand's arguments, with the global ones
-    /// copied into each. For a `petri run` line that took 0.42-0.50 ms of a cold start,
-    /// against 0.23-0.36 ms for a parser of the global arguments and `run` alone
-    /// (bench/RESULTS.md). So that parser goes first, and whatever it does not accept
-    /// (another subcommand, a usage error, `--help`, `--version`) is parsed again by the
-    /// whole tree, so that every error, help text and version line is the full parser's.
+    /// A plain `petri run` line, the one on the path of every container start, is
+    /// parsed by [`quick`] without clap; whatever it refuses is clap's.
     pub fn parse_args() -> Cli {
         let args: Vec<OsString> = std::env::args_os().collect();
-        run_only(&args).unwrap_or_else(|| Cli::parse_from(args))
+        quick::parse(&args, std::env::var_os("PETRI_ROOT").as_deref()).unwrap_or_else(|| Cli::parse_from(args))
     }
-}
-
-/// A `petri run` line parsed by [`RunOnly`]; `None` for anything it does not accept.
-fn run_only(args: &[OsString]) -> Option<Cli> {
-    let RunOnly {
-        global,
-        command: RunOnlyCommand::Run(args),
-    } = RunOnly::try_parse_from(args).ok()?;
-    Some(Cli {
-        global,
-        command: Command::Run(args),
-    })
-}
-
-/// The first try of [`Cli::parse_args`]: the same global arguments and `run`, nothing
-/// else. It never prints: its errors are the cue to parse with [`Cli`].
-#[derive(Parser)]
-#[command(name = "petri")]
-struct RunOnly {
-    #[command(flatten)]
-    global: GlobalArgs,
-    #[command(subcommand)]
-    command: RunOnlyCommand,
-}
-
-#[derive(Subcommand)]
-enum RunOnlyCommand {
-    Run(Box<run::RunArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -128,44 +96,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Launcher => {
             crate::sandbox::launcher::serve()?;
             Ok(0)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(words: &str) -> Vec<OsString> {
-        words.split(' ').map(OsString::from).collect()
-    }
-
-    #[test]
-    fn the_run_only_parser_agrees_with_the_whole_tree() {
-        for words in [
-            "petri run --rm busybox true",
-            "petri --root /tmp/r -q run -e A=1 --env B --cpu 0.5 --memory 1Gi -v --rm -it busybox sh -c x",
-            "petri run --network host --mount /a:/b:rw --name web -u 1000:1000 -w /srv img -- ls -l",
-            "petri --format json run --image img --entrypoint echo hi",
-        ] {
-            let args = line(words);
-            let fast = run_only(&args).unwrap_or_else(|| panic!("not taken by the run parser: {words}"));
-            let full = Cli::try_parse_from(&args).unwrap();
-            assert_eq!(format!("{fast:?}"), format!("{full:?}"), "{words}");
-        }
-    }
-
-    #[test]
-    fn everything_else_goes_to_the_whole_tree() {
-        for words in [
-            "petri image ls",
-            "petri --version",
-            "petri run --help",
-            "petri help run",
-            "petri run --cpu lots busybox",
-            "petri --bogus run busybox",
-        ] {
-            assert!(run_only(&line(words)).is_none(), "{words}");
         }
     }
 }

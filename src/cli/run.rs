@@ -23,55 +23,55 @@ pub struct RunArgs {
     /// The image (a name in the store, a digest, or oci:DIR / oci-archive:FILE /
     /// docker-archive:FILE); may instead be the first positional argument.
     #[arg(long)]
-    image: Option<String>,
+    pub(super) image: Option<String>,
     /// Set an environment variable (KEY=VALUE, or KEY to pass petri's own value).
     #[arg(long = "env", short = 'e')]
-    env: Vec<String>,
+    pub(super) env: Vec<String>,
     /// Replace the image's Entrypoint (and drop its Cmd): "CMD ARGS".
     #[arg(long)]
-    entrypoint: Option<String>,
+    pub(super) entrypoint: Option<String>,
     /// CPU limit in cores (0.5) or millicores (500m).
     #[arg(long, value_parser = parse_cpu)]
-    cpu: Option<f64>,
+    pub(super) cpu: Option<f64>,
     /// Memory limit: 512Mi, 1Gi, 1GB, or a plain number of MiB. No swap.
     #[arg(long, value_parser = parse_memory)]
-    memory: Option<u64>,
+    pub(super) memory: Option<u64>,
     /// Maximum number of processes in the container.
     #[arg(long, default_value_t = 4096)]
-    pids_limit: u64,
+    pub(super) pids_limit: u64,
     /// Size of /dev/shm.
     #[arg(long, value_parser = parse_memory, default_value = "64Mi")]
-    shm_size: u64,
+    pub(super) shm_size: u64,
     /// Bind a host path: SRC:DST[:ro|rw] (read-only unless :rw).
     #[arg(long = "mount")]
-    mounts: Vec<String>,
+    pub(super) mounts: Vec<String>,
     /// Container name (also its hostname).
     #[arg(long)]
-    name: Option<String>,
+    pub(super) name: Option<String>,
     /// Run as USER[:GROUP] (names or ids from the image).
     #[arg(long, short = 'u')]
-    user: Option<String>,
+    pub(super) user: Option<String>,
     /// Working directory inside the container.
     #[arg(long, short = 'w')]
-    workdir: Option<String>,
+    pub(super) workdir: Option<String>,
     /// "host" to share the host's network; default: a private one with only lo.
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
-    network: String,
+    pub(super) network: String,
     /// Remove the container's files when it exits.
     #[arg(long)]
-    rm: bool,
+    pub(super) rm: bool,
     /// Keep stdin open.
     #[arg(short = 'i', long)]
-    interactive: bool,
+    pub(super) interactive: bool,
     /// Give the process a pseudo-terminal.
     #[arg(short = 't', long)]
-    tty: bool,
+    pub(super) tty: bool,
     /// Which image of a multi-platform index.
     #[arg(long)]
-    platform: Option<Platform>,
+    pub(super) platform: Option<Platform>,
     /// IMAGE (unless --image) then CMD ARGS...
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    pub(super) args: Vec<String>,
 }
 
 /// Signals petri passes on to the container.
