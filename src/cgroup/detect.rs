@@ -78,13 +78,17 @@ pub struct Hierarchy {
     pub(crate) mounts: CgroupMounts,
 }
 
-/// One line of /proc/self/mountinfo, the fields used here.
+/// One cgroup line of /proc/self/mountinfo, the fields used here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MountEntry {
     root: String,
     point: PathBuf,
-    fstype: String,
-    super_options: String,
+    version: Version,
+    /// A v1 hierarchy's controllers as its mount options name them ("cpu,cpuacct");
+    /// empty for cgroup2.
+    options: String,
+    /// The same controllers, sorted, to match a /proc/self/cgroup line's.
+    sorted: Vec<String>,
 }
 
 impl Hierarchy {
@@ -112,7 +116,7 @@ impl Hierarchy {
                 continue;
             };
             for name in NEEDED.iter().filter(|n| names.iter().any(|c| c == *n)) {
-                controllers.insert(*name, controller(Version::V1, m, path, own_dir.clone()));
+                controllers.insert(*name, controller(m, path, own_dir.clone()));
             }
         }
         let unified = find_v2(&mounts, &lines);
@@ -156,32 +160,21 @@ impl Hierarchy {
     }
 }
 
-fn controller(version: Version, m: &MountEntry, own: &str, own_dir: PathBuf) -> Controller {
-    let options = match version {
-        Version::V1 => v1_controllers(&m.super_options).join(","),
-        Version::V2 => String::new(),
-    };
+fn controller(m: &MountEntry, own: &str, own_dir: PathBuf) -> Controller {
     Controller {
-        version,
+        version: m.version,
         mount: m.point.clone(),
         own: own.to_string(),
         own_dir,
-        options,
+        options: m.options.clone(),
     }
 }
 
-/// The v1 mount of exactly the hierarchy `names`, that shows the cgroup `path`.
+/// The v1 mount of exactly the hierarchy `names` (sorted), that shows the cgroup `path`.
 fn find_v1<'a>(mounts: &'a [MountEntry], names: &[String], path: &str) -> Option<(&'a MountEntry, PathBuf)> {
     mounts
         .iter()
-        .filter(|m| m.fstype == "cgroup")
-        .filter(|m| {
-            let mut have = v1_controllers(&m.super_options);
-            let mut want = names.to_vec();
-            have.sort();
-            want.sort();
-            have == want
-        })
+        .filter(|m| m.version == Version::V1 && m.sorted == names)
         .find_map(|m| own_dir(m, path).map(|dir| (m, dir)))
 }
 
@@ -190,8 +183,8 @@ fn find_v2(mounts: &[MountEntry], lines: &[(Vec<String>, String)]) -> Option<Con
     let (_, path) = lines.iter().find(|(names, _)| names.is_empty())?;
     mounts
         .iter()
-        .filter(|m| m.fstype == "cgroup2")
-        .find_map(|m| own_dir(m, path).map(|dir| controller(Version::V2, m, path, dir)))
+        .filter(|m| m.version == Version::V2)
+        .find_map(|m| own_dir(m, path).map(|dir| controller(m, path, dir)))
 }
 
 /// The controllers our v2 cgroup can hand to children: its `cgroup.controllers`, or the
@@ -227,21 +220,19 @@ fn own_dir(m: &MountEntry, path: &str) -> Option<PathBuf> {
     })
 }
 
-fn v1_controllers(super_options: &str) -> Vec<String> {
+/// A v1 hierarchy's controllers, in the order of its super options.
+fn v1_controllers(super_options: &str) -> impl Iterator<Item = &str> {
     super_options
         .split(',')
         .filter(|o| !o.is_empty() && !NOT_CONTROLLERS.contains(o) && !o.starts_with("release_agent="))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Each v1 hierarchy once, in mount order.
 fn v1_mounts(mounts: &[MountEntry]) -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
-    for m in mounts.iter().filter(|m| m.fstype == "cgroup") {
-        let options = v1_controllers(&m.super_options).join(",");
-        if !options.is_empty() && !out.iter().any(|(o, _)| *o == options) {
-            out.push((options, m.point.clone()));
+    for m in mounts.iter().filter(|m| m.version == Version::V1) {
+        if !m.options.is_empty() && !out.iter().any(|(o, _)| *o == m.options) {
+            out.push((m.options.clone(), m.point.clone()));
         }
     }
     out
@@ -251,8 +242,10 @@ fn v1_mounts(mounts: &[MountEntry]) -> Vec<(String, PathBuf)> {
 /// `id parent maj:min root point options [optional...] - fstype source super_options`.
 fn parse_mountinfo(text: &str) -> Result<Vec<MountEntry>, CgroupError> {
     let mut out = Vec::new();
+    let mut fields = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split(' ').collect();
+        fields.clear();
+        fields.extend(line.split(' '));
         let sep = fields.iter().skip(6).position(|f| *f == "-").map(|p| p + 6);
         let (Some(sep), Some(point)) = (sep, fields.get(4)) else {
             return Err(malformed("/proc/self/mountinfo", line));
@@ -260,19 +253,30 @@ fn parse_mountinfo(text: &str) -> Result<Vec<MountEntry>, CgroupError> {
         let (Some(fstype), Some(super_options)) = (fields.get(sep + 1), fields.get(sep + 3)) else {
             return Err(malformed("/proc/self/mountinfo", line));
         };
-        if *fstype == "cgroup" || *fstype == "cgroup2" {
-            out.push(MountEntry {
-                root: unescape(fields[3]),
-                point: PathBuf::from(unescape(point)),
-                fstype: fstype.to_string(),
-                super_options: super_options.to_string(),
-            });
-        }
+        let version = match *fstype {
+            "cgroup" => Version::V1,
+            "cgroup2" => Version::V2,
+            _ => continue,
+        };
+        let controllers: Vec<&str> = match version {
+            Version::V1 => v1_controllers(super_options).collect(),
+            Version::V2 => Vec::new(),
+        };
+        let mut sorted: Vec<String> = controllers.iter().map(|c| c.to_string()).collect();
+        sorted.sort();
+        out.push(MountEntry {
+            root: unescape(fields[3]),
+            point: PathBuf::from(unescape(point)),
+            version,
+            options: controllers.join(","),
+            sorted,
+        });
     }
     Ok(out)
 }
 
-/// /proc/self/cgroup: `id:controllers:path` lines; v2's line has no controllers.
+/// /proc/self/cgroup: `id:controllers:path` lines, the controllers sorted; v2's line
+/// has none.
 fn parse_proc_cgroup(text: &str) -> Result<Vec<(Vec<String>, String)>, CgroupError> {
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -283,7 +287,8 @@ fn parse_proc_cgroup(text: &str) -> Result<Vec<(Vec<String>, String)>, CgroupErr
         if id.parse::<u32>().is_err() || !path.starts_with('/') {
             return Err(malformed("/proc/self/cgroup", line));
         }
-        let names = names.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect();
+        let mut names: Vec<String> = names.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect();
+        names.sort();
         out.push((names, path.to_string()));
     }
     Ok(out)
