@@ -91,7 +91,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     if forked.network == Network::Isolated {
         unshare_namespace(SharedView::Network).map_err(fail("unshare the network namespace"))?;
         // The launcher brings lo up on a socket made in the new namespace, in parallel
-        // with the mounts below; `await_network` waits for its word before exec.
+        // with the mounts below; its last message (`await_filter`) comes after.
         let socket = rustix::net::socket_with(
             rustix::net::AddressFamily::INET,
             rustix::net::SocketType::DGRAM,
@@ -105,20 +105,32 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     rproc::setsid().map_err(fail("setsid"))?;
     rproc::umask(rustix::fs::Mode::empty());
     mounts::make_private().map_err(fail("mounts"))?;
-    let (plan, scratch) = await_plan(sync)?;
-    // The overlay's writable directories, held open: the scratch tmpfs goes over the
-    // bundle itself, so the bundle on disk needs no mount point of its own.
-    let upper = open_dir(&plan.bundle.join("upper"))?;
-    let work = open_dir(&plan.bundle.join("work"))?;
+    let (plan, scratch, root) = await_plan(sync)?;
+    // The launcher mounted the overlay root (`mounts::build_overlay`) unless the kernel
+    // could not take its layers. Then the child mounts it, from the writable directories
+    // held open now: the scratch tmpfs goes over the bundle itself, so the bundle on disk
+    // needs no mount point of its own.
+    let writable = match root {
+        Some(_) => None,
+        None => Some((
+            open_dir(&plan.bundle.join("upper"))?,
+            open_dir(&plan.bundle.join("work"))?,
+        )),
+    };
     // The launcher's scratch tmpfs holds the generated /etc files and the root's mount
     // point; after pivot_root only the bind mounts of those files keep it alive.
     let etc_files = mounts::attach_scratch(&scratch, &plan.bundle).map_err(fail("scratch tmpfs"))?;
     drop(scratch);
     let rootfs = plan.bundle.join("root");
-    let lower: Vec<&str> = plan.lower.iter().map(String::as_str).collect();
-    mounts::mount_overlay(&plan.layers_dir, &lower, &upper, &work, plan.remove, &rootfs)
-        .map_err(fail("root filesystem"))?;
-    drop((upper, work));
+    match (root, writable) {
+        (Some(root), _) => mounts::attach(&root, &rootfs, "attach the root filesystem on"),
+        (None, Some((upper, work))) => {
+            let lower: Vec<&str> = plan.lower.iter().map(String::as_str).collect();
+            mounts::mount_overlay(&plan.layers_dir, &lower, &upper, &work, plan.remove, &rootfs)
+        }
+        (None, None) => unreachable!("the writable directories are open when no root came"),
+    }
+    .map_err(fail("root filesystem"))?;
     if plan.remove && !plan.process.tty {
         // The launcher removes the volatile overlay's marker now (`bundle`). Not with a
         // tty, whose size the launcher sets as soon as it comes. A failed send means the
@@ -127,7 +139,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     }
     // The cgroup is ready: join it before the cgroup namespace is made, whose root is
     // the cgroup the process is in at that moment.
-    let (filter, dev) = await_go(sync)?;
+    let dev = await_go(sync)?;
     if let Some(cpus) = forked.affinity {
         rthread::sched_setaffinity(None, cpus).map_err(fail("restore the CPU affinity"))?;
     }
@@ -159,9 +171,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     cloexec_all_fds()?;
     let env = with_home(&plan.process.env, &user.home);
     let program = find_program(&plan.process.argv[0], &env)?;
-    if forked.network == Network::Isolated {
-        await_network(sync)?;
-    }
+    let filter = await_filter(sync)?;
     security::install_filter(&filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&plan.process.argv[0])
@@ -173,47 +183,46 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
 }
 
 /// Waits for the launcher's plan message, once the launcher has the spec, with the
-/// scratch tmpfs (`mounts::build_scratch`). EOF means the launcher gave up.
-fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd), InitFailure> {
-    let (bytes, fds) = receive(sync)?;
+/// scratch tmpfs (`mounts::build_scratch`) and, where the kernel allowed it, the overlay
+/// root (`mounts::build_overlay`). EOF means the launcher gave up.
+fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd, Option<OwnedFd>), InitFailure> {
+    let (bytes, mut fds) = receive(sync)?;
+    let root = (fds.len() == 2).then(|| fds.pop()).flatten();
     match <[OwnedFd; 1]>::try_from(fds) {
         Ok([scratch]) if !bytes.is_empty() => {
             let plan = serde_json::from_slice(&bytes).map_err(fail("read the launcher's spec"))?;
-            Ok((plan, scratch))
+            Ok((plan, scratch, root))
         }
         _ => Err(fail("wait for the launcher")("no spec and scratch tmpfs came")),
     }
 }
 
-/// Waits for the launcher's go message: the cgroup exists with its limits; the message
-/// is the seccomp filter to install before exec, and it carries the detached mounts of
-/// [`PREBUILT`] in that order. EOF means the launcher gave up.
-fn await_go(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailure> {
+/// Waits for the launcher's go message ("G"): the cgroup exists with its limits; the
+/// message carries the detached mounts of [`PREBUILT`] in that order. EOF means the
+/// launcher gave up.
+fn await_go(sync: &OwnedFd) -> Result<mounts::Detached, InitFailure> {
     let (bytes, fds) = receive(sync)?;
-    match security::filter_from_bytes(&bytes) {
-        Some(filter) if fds.len() == PREBUILT.len() => Ok((filter, PREBUILT.into_iter().zip(fds).collect())),
-        _ => Err(InitFailure {
-            code: 125,
-            message: format!(
-                "wait for the launcher: got {} bytes and {} descriptors, not a seccomp filter and {} mounts",
-                bytes.len(),
-                fds.len(),
-                PREBUILT.len()
-            ),
-        }),
+    if bytes == b"G" && fds.len() == PREBUILT.len() {
+        return Ok(PREBUILT.into_iter().zip(fds).collect());
     }
+    Err(fail("wait for the launcher")(format!(
+        "got {} bytes and {} descriptors, not the go message and {} mounts",
+        bytes.len(),
+        fds.len(),
+        PREBUILT.len()
+    )))
 }
 
-/// Waits for the launcher's word that lo is up in the network namespace (an "L"), which
-/// it brings up on the socket the child sent at the start. EOF means the launcher gave up.
-fn await_network(sync: &OwnedFd) -> Result<(), InitFailure> {
+/// Waits for the launcher's last message: the seccomp filter to install before exec,
+/// which it compiles while the child mounts, and sends once lo is up in an isolated
+/// network namespace (on the socket the child sent at the start). EOF means the
+/// launcher gave up.
+fn await_filter(sync: &OwnedFd) -> Result<BpfProgram, InitFailure> {
     match receive(sync)? {
-        (bytes, fds) if bytes == b"L" && fds.is_empty() => Ok(()),
-        (bytes, _) => Err(fail("wait for the launcher")(format!(
-            "got {} bytes, not the word that lo is up",
-            bytes.len()
-        ))),
+        (bytes, fds) if fds.is_empty() => security::filter_from_bytes(&bytes),
+        _ => None,
     }
+    .ok_or_else(|| fail("wait for the launcher")("no seccomp filter came"))
 }
 
 /// One message from the launcher (`channel::receive`).

@@ -1,13 +1,14 @@
 //! The launcher's half. [`fork`]: make the cgroup2 directory and clone into new
 //! namespaces (born in the cgroup2 directory), before the spec is complete, so that the
 //! child builds its network namespace while the caller resolves the image.
-//! [`Forked::launch`]: prepare the bundle, send the child its plan (the parts of the spec
-//! it acts on) and a scratch tmpfs holding the generated /etc files over a SOCK_SEQPACKET
-//! socketpair, then, while it mounts its root on another CPU, make the v1 directories,
-//! set the limits, compile the seccomp filter and build the container's /dev as
-//! detached mounts, and send those in the go message (the child then joins the v1
-//! hierarchies itself and attaches /dev). While the child mounts, bring lo up in its
-//! network namespace (on a socket it made there) and ready a pooled bundle for a later
+//! [`Forked::launch`]: prepare the bundle, mount the overlay root (detached) and send the
+//! child its plan (the parts of the spec it acts on) with that root and a scratch tmpfs
+//! holding the generated /etc files, over a SOCK_SEQPACKET socketpair; then, while the
+//! child attaches its root on another CPU, make the v1 directories, set the limits and
+//! build the container's /dev as detached mounts, and send those in the go message (the
+//! child then joins the v1 hierarchies itself and attaches /dev). While the child
+//! mounts, bring lo up in its network namespace (on a socket it made there), compile the
+//! seccomp filter and send it as the last message, and ready a pooled bundle for a later
 //! `--rm` run (`bundle::tidy`); learn over the same socket whether exec succeeded (EOF
 //! with no message means it did), then wait, signal, and clean up: the cgroup and
 //! everything in it, and the bundle when asked.
@@ -126,14 +127,13 @@ impl Forked {
         // Held until the go message is sent; dropping it gives the launcher its CPUs back.
         let pinned = self.placement.as_ref().and_then(Placement::pin_launcher);
         let sock = &self.child.as_ref().expect("a forked child until it starts").2;
-        let lower = std::iter::once(base).chain(spec.lower.iter().cloned()).collect();
+        let lower: Vec<String> = std::iter::once(base).chain(spec.lower.iter().cloned()).collect();
         let scratch = mounts::build_scratch(&etc_files(spec)).map_err(mount_err)?;
-        send_plan(sock, spec, lower, &scratch)?;
-        drop(scratch);
-        // The limits are set here while the child builds its root on the other core; it
-        // waits for the go message (which carries the seccomp filter) before it joins
-        // the v1 hierarchies and execs.
-        let filter = security::default_filter()?;
+        let root = mounts::build_overlay(&spec.layers_dir, &lower, &spec.bundle, spec.remove).map_err(mount_err)?;
+        send_plan(sock, spec, lower, &scratch, root.as_ref())?;
+        drop((scratch, root));
+        // The limits are set here while the child builds its network namespace on the
+        // other core; it waits for the go message before it joins the v1 hierarchies.
         let pending = self.pending.take().expect("a pending cgroup until it starts");
         let cgroup = pending.finish().map_err(|e| self.kill(e.into()))?;
         let dev = match mounts::build_dev(spec.shm_bytes) {
@@ -145,12 +145,22 @@ impl Forked {
             }
         };
         let sock = &self.child.as_ref().expect("a forked child until it starts").2;
-        let sent = send_go(sock, &filter, &dev);
+        let sent = send_go(sock, &dev);
         drop(dev);
         drop(pinned);
-        let networked = sent.and_then(|()| match spec.network {
-            Network::Isolated => bring_up_loopback(sock),
-            Network::Host => Ok(()),
+        // While the child joins its cgroups and mounts: lo comes up in its network
+        // namespace, and the seccomp filter, which it installs last, is compiled.
+        let networked = sent.and_then(|()| {
+            if spec.network == Network::Isolated {
+                bring_up_loopback(sock)?;
+            }
+            let filter = security::default_filter()?;
+            send(
+                sock,
+                &security::filter_bytes(&filter),
+                &[],
+                "send the seccomp filter to the container process",
+            )
         });
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
         // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
@@ -303,18 +313,21 @@ impl Drop for Pinned {
 }
 
 /// Sends the child what it needs once the spec is known: its plan, whose overlay lower
-/// directories are `lower` (base layer first), and the scratch tmpfs.
-fn send_plan(sock: &OwnedFd, spec: &SandboxSpec, lower: Vec<String>, scratch: &OwnedFd) -> Result<(), SandboxError> {
+/// directories are `lower` (base layer first), the scratch tmpfs and the overlay root
+/// when the launcher could build it.
+fn send_plan(
+    sock: &OwnedFd,
+    spec: &SandboxSpec,
+    lower: Vec<String>,
+    scratch: &OwnedFd,
+    root: Option<&OwnedFd>,
+) -> Result<(), SandboxError> {
     let bytes = serde_json::to_vec(&init::Plan::new(spec, lower)).map_err(|e| SandboxError::Sys {
         op: "encode the plan for the container process",
         source: e.into(),
     })?;
-    send(
-        sock,
-        &bytes,
-        &[scratch.as_fd()],
-        "send the plan to the container process",
-    )
+    let fds: Vec<BorrowedFd> = std::iter::once(scratch).chain(root).map(|fd| fd.as_fd()).collect();
+    send(sock, &bytes, &fds, "send the plan to the container process")
 }
 
 /// The contents of the generated files, in the order of [`super::plan::GENERATED`]
@@ -332,16 +345,11 @@ fn etc_files(spec: &SandboxSpec) -> [String; 3] {
     [format!("{name}\n"), hosts, resolv]
 }
 
-/// Tells the child its cgroup is ready, handing it the seccomp filter to install and
-/// the detached mounts of /dev to attach.
-fn send_go(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
+/// Tells the child its cgroup is ready ("G"), handing it the detached mounts of /dev to
+/// attach.
+fn send_go(sock: &OwnedFd, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
     let fds: Vec<BorrowedFd> = dev.iter().map(|(_, fd)| fd.as_fd()).collect();
-    send(
-        sock,
-        &security::filter_bytes(filter),
-        &fds,
-        "send the go message to the container process",
-    )
+    send(sock, b"G", &fds, "send the go message to the container process")
 }
 
 /// Sends one message with descriptors to the child (`channel::send`). A child that
@@ -354,18 +362,18 @@ fn send(sock: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd], op: &'static str) -> R
     }
 }
 
-/// Brings lo up in the child's new network namespace and tells the child so ("L"),
-/// while the child mounts its filesystem: the child's first message ("N") carries a
-/// socket it made in that namespace, on which the ioctl acts. Done here, its tenth of a
-/// millisecond is off the child's path from the go message to exec.
+/// Brings lo up in the child's new network namespace while the child mounts its
+/// filesystem: the child's first message ("N") carries a socket it made in that
+/// namespace, on which the ioctl acts. Done here, its tenth of a millisecond is off the
+/// child's path from the go message to exec; the filter message that follows tells the
+/// child it is done.
 fn bring_up_loopback(sock: &OwnedFd) -> Result<(), SandboxError> {
     match receive_from_child(sock)? {
         (bytes, Some(socket)) if bytes == b"N" => {
             crate::sys::process::loopback_up(socket.as_fd()).map_err(|source| SandboxError::Sys {
                 op: "bring up lo in the container's network namespace",
                 source,
-            })?;
-            send(sock, b"L", &[], "tell the container process that lo is up")
+            })
         }
         (bytes, _) => Err(child_failure(&bytes)),
     }

@@ -183,15 +183,18 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// unshare(2) of the cgroup or the network namespace: they change only which cgroups
-/// and network this process sees, never its memory, files or anything else the Rust
-/// runtime relies on, so unlike other flags they are safe at any point.
+/// unshare(2) of the cgroup, the network or the mount namespace: they change only which
+/// cgroups, network and mounts the caller sees, never its memory, open files or
+/// anything else the Rust runtime relies on, so unlike other flags they are safe at any
+/// point. A new mount namespace comes with the calling thread's own root and working
+/// directory (the kernel unshares them along), in a multi-threaded process too.
 pub fn unshare_namespace(ns: SharedView) -> io::Result<()> {
     let flags = match ns {
         SharedView::Cgroup => rustix::thread::UnshareFlags::NEWCGROUP,
         SharedView::Network => rustix::thread::UnshareFlags::NEWNET,
+        SharedView::Mount => rustix::thread::UnshareFlags::NEWNS,
     };
-    // SAFETY: see above; neither flag touches the address space or the fd table.
+    // SAFETY: see above; none of the flags touches the address space or the fd table.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
 }
 
@@ -199,4 +202,6 @@ pub fn unshare_namespace(ns: SharedView) -> io::Result<()> {
 pub enum SharedView {
     Cgroup,
     Network,
+    /// Used by tests, to mount in a thread's own namespace.
+    Mount,
 }
