@@ -16,7 +16,7 @@ use rustix::thread::{self as rthread, CpuSet};
 use seccompiler::BpfProgram;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{plan as mount_plan, PlanInput, PREBUILT};
+use super::plan::{plan as mount_plan, MountOp, PlanInput, PREBUILT};
 use super::process::{resolve_user, User};
 use super::{channel, mounts, security, Network, ProcessSpec, SandboxSpec};
 use crate::cgroup::CgroupMounts;
@@ -91,7 +91,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     if forked.network == Network::Isolated {
         unshare_namespace(SharedView::Network).map_err(fail("unshare the network namespace"))?;
         // The launcher brings lo up on a socket made in the new namespace, in parallel
-        // with the mounts below; its last message (`await_filter`) comes after.
+        // with the mounts below; its last message (`await_last`) comes after.
         let socket = rustix::net::socket_with(
             rustix::net::AddressFamily::INET,
             rustix::net::SocketType::DGRAM,
@@ -139,7 +139,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     }
     // The cgroup is ready: join it before the cgroup namespace is made, whose root is
     // the cgroup the process is in at that moment.
-    let dev = await_go(sync)?;
+    await_go(sync)?;
     if let Some(cpus) = forked.affinity {
         rthread::sched_setaffinity(None, cpus).map_err(fail("restore the CPU affinity"))?;
     }
@@ -150,7 +150,15 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
         etc_files: &etc_files,
         cgroups: forked.cgroups,
     });
-    mounts::execute(&rootfs, &ops, &dev).map_err(fail("mounts"))?;
+    // The mounts before /dev need nothing more of the launcher, which builds /dev and
+    // the seccomp filter meanwhile and sends them in its last message.
+    let split = ops
+        .iter()
+        .position(|op| matches!(op, MountOp::Attach { .. }))
+        .unwrap_or(ops.len());
+    mounts::execute(&rootfs, &ops[..split], &[]).map_err(fail("mounts"))?;
+    let (filter, dev) = await_last(sync)?;
+    mounts::execute(&rootfs, &ops[split..], &dev).map_err(fail("mounts"))?;
     drop(dev);
     pivot_root(&rootfs)?;
     if plan.process.tty {
@@ -171,7 +179,6 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     cloexec_all_fds()?;
     let env = with_home(&plan.process.env, &user.home);
     let program = find_program(&plan.process.argv[0], &env)?;
-    let filter = await_filter(sync)?;
     security::install_filter(&filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&plan.process.argv[0])
@@ -197,32 +204,33 @@ fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd, Option<OwnedFd>), InitFa
     }
 }
 
-/// Waits for the launcher's go message ("G"): the cgroup exists with its limits; the
-/// message carries the detached mounts of [`PREBUILT`] in that order. EOF means the
-/// launcher gave up.
-fn await_go(sync: &OwnedFd) -> Result<mounts::Detached, InitFailure> {
-    let (bytes, fds) = receive(sync)?;
-    if bytes == b"G" && fds.len() == PREBUILT.len() {
-        return Ok(PREBUILT.into_iter().zip(fds).collect());
+/// Waits for the launcher's go message ("G"): the cgroup exists with its limits. EOF
+/// means the launcher gave up.
+fn await_go(sync: &OwnedFd) -> Result<(), InitFailure> {
+    match receive(sync)? {
+        (bytes, fds) if bytes == b"G" && fds.is_empty() => Ok(()),
+        (bytes, _) => Err(fail("wait for the launcher")(format!(
+            "got {} bytes, not the go message",
+            bytes.len()
+        ))),
     }
-    Err(fail("wait for the launcher")(format!(
-        "got {} bytes and {} descriptors, not the go message and {} mounts",
-        bytes.len(),
-        fds.len(),
-        PREBUILT.len()
-    )))
 }
 
-/// Waits for the launcher's last message: the seccomp filter to install before exec,
-/// which it compiles while the child mounts, and sends once lo is up in an isolated
-/// network namespace (on the socket the child sent at the start). EOF means the
-/// launcher gave up.
-fn await_filter(sync: &OwnedFd) -> Result<BpfProgram, InitFailure> {
-    match receive(sync)? {
-        (bytes, fds) if fds.is_empty() => security::filter_from_bytes(&bytes),
-        _ => None,
+/// Waits for the launcher's last message, which it builds while the child makes its
+/// first mounts and sends once lo is up in an isolated network namespace (on the socket
+/// the child sent at the start): the seccomp filter to install before exec, carrying
+/// the detached mounts of [`PREBUILT`] in that order. EOF means the launcher gave up.
+fn await_last(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailure> {
+    let (bytes, fds) = receive(sync)?;
+    match security::filter_from_bytes(&bytes) {
+        Some(filter) if fds.len() == PREBUILT.len() => Ok((filter, PREBUILT.into_iter().zip(fds).collect())),
+        _ => Err(fail("wait for the launcher")(format!(
+            "got {} bytes and {} descriptors, not a seccomp filter and {} mounts",
+            bytes.len(),
+            fds.len(),
+            PREBUILT.len()
+        ))),
     }
-    .ok_or_else(|| fail("wait for the launcher")("no seccomp filter came"))
 }
 
 /// One message from the launcher (`channel::receive`).

@@ -136,31 +136,19 @@ impl Forked {
         // other core; it waits for the go message before it joins the v1 hierarchies.
         let pending = self.pending.take().expect("a pending cgroup until it starts");
         let cgroup = pending.finish().map_err(|e| self.kill(e.into()))?;
-        let dev = match mounts::build_dev(spec.shm_bytes) {
-            Ok(dev) => dev,
-            Err(e) => {
-                let e = self.kill(mount_err(e));
-                let _ = cgroup.destroy();
-                return Err(e);
-            }
-        };
         let sock = &self.child.as_ref().expect("a forked child until it starts").2;
-        let sent = send_go(sock, &dev);
-        drop(dev);
+        let sent = send(sock, b"G", &[], "send the go message to the container process");
         drop(pinned);
-        // While the child joins its cgroups and mounts: lo comes up in its network
-        // namespace, and the seccomp filter, which it installs last, is compiled.
+        // While the child joins its cgroups and makes its first mounts: lo comes up in
+        // its network namespace, and /dev and the seccomp filter are built for the last
+        // message, which the child waits for before it mounts /dev.
         let networked = sent.and_then(|()| {
             if spec.network == Network::Isolated {
                 bring_up_loopback(sock)?;
             }
             let filter = security::default_filter()?;
-            send(
-                sock,
-                &security::filter_bytes(&filter),
-                &[],
-                "send the seccomp filter to the container process",
-            )
+            let dev = mounts::build_dev(spec.shm_bytes).map_err(mount_err)?;
+            send_last(sock, &filter, &dev)
         });
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
         // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
@@ -345,11 +333,16 @@ fn etc_files(spec: &SandboxSpec) -> [String; 3] {
     [format!("{name}\n"), hosts, resolv]
 }
 
-/// Tells the child its cgroup is ready ("G"), handing it the detached mounts of /dev to
-/// attach.
-fn send_go(sock: &OwnedFd, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
+/// The last message to the child: the seccomp filter to install, carrying the detached
+/// mounts of /dev to attach.
+fn send_last(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
     let fds: Vec<BorrowedFd> = dev.iter().map(|(_, fd)| fd.as_fd()).collect();
-    send(sock, b"G", &fds, "send the go message to the container process")
+    send(
+        sock,
+        &security::filter_bytes(filter),
+        &fds,
+        "send the seccomp filter and /dev to the container process",
+    )
 }
 
 /// Sends one message with descriptors to the child (`channel::send`). A child that

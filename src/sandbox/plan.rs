@@ -88,7 +88,6 @@ const MASKED: &[&str] = &[
 ];
 const READ_ONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-/// Everything mounted after the root filesystem, in order.
 fn fs(fstype: &'static str, target: &str, flags: MountFlags, data: &str) -> MountOp {
     MountOp::Fs {
         fstype,
@@ -98,14 +97,18 @@ fn fs(fstype: &'static str, target: &str, flags: MountFlags, data: &str) -> Moun
     }
 }
 
+/// Everything mounted after the root filesystem, in order. proc, sysfs and
+/// /sys/fs/cgroup come before /dev, the launcher's ([`PREBUILT`]): the
+/// child makes them while the launcher builds /dev, and waits for it only at the first
+/// [`MountOp::Attach`].
 pub fn plan(input: &PlanInput) -> Vec<MountOp> {
     let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
     let mut ops = vec![fs("proc", "/proc", nosuid_nodev | MountFlags::NOEXEC, "")];
-    ops.extend(PREBUILT.iter().map(|&target| MountOp::Attach { target }));
-    ops.push(fs("mqueue", "/dev/mqueue", nosuid_nodev | MountFlags::NOEXEC, ""));
     let ro_sys = nosuid_nodev | MountFlags::NOEXEC | MountFlags::RDONLY;
     ops.push(fs("sysfs", "/sys", ro_sys, ""));
     ops.extend(cgroup_ops(input.cgroups, ro_sys));
+    ops.extend(PREBUILT.iter().map(|&target| MountOp::Attach { target }));
+    ops.push(fs("mqueue", "/dev/mqueue", nosuid_nodev | MountFlags::NOEXEC, ""));
     for (source, target) in input.etc_files {
         ops.push(MountOp::Bind {
             source: source.clone(),
@@ -165,22 +168,38 @@ mod tests {
     }
 
     #[test]
-    fn proc_and_dev_come_first_masks_last() {
+    fn proc_comes_first_then_sys_then_dev_masks_last() {
         let cg = CgroupMounts {
             unified: Some("/sys/fs/cgroup".into()),
             v1: vec![],
         };
         let binds = [(PathBuf::from("/data"), "/mnt/data".to_string(), true)];
         let ops = plan(&input(&cg, &binds));
-        assert!(matches!(&ops[0], MountOp::Fs { fstype: "proc", target, .. } if target == "/proc"));
-        let attached: Vec<&str> = ops[1..4]
+        let targets: Vec<&str> = ops
             .iter()
-            .filter_map(|o| match o {
-                MountOp::Attach { target } => Some(*target),
-                _ => None,
+            .take(6)
+            .map(|o| match o {
+                MountOp::Fs { target, .. } => target.as_str(),
+                MountOp::Attach { target } => target,
+                _ => "",
             })
             .collect();
-        assert_eq!(attached, PREBUILT, "/dev before the mounts inside it");
+        assert_eq!(
+            targets,
+            ["/proc", "/sys", "/sys/fs/cgroup", "/dev", "/dev/pts", "/dev/shm"],
+            "the launcher's /dev after what the child mounts alone, and before the mounts inside it"
+        );
+        let first_attach = ops.iter().position(|o| matches!(o, MountOp::Attach { .. })).unwrap();
+        assert!(
+            ops[first_attach..].iter().all(|o| !matches!(
+                o,
+                MountOp::Fs {
+                    fstype: "cgroup" | "cgroup2" | "sysfs" | "proc",
+                    ..
+                }
+            )),
+            "proc, sysfs and the cgroup mounts all come before the child waits for /dev"
+        );
         let bind = ops
             .iter()
             .position(|o| matches!(o, MountOp::Bind { readonly: true, .. }))
