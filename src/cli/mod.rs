@@ -73,14 +73,24 @@ pub enum Command {
     Launcher,
 }
 
+/// Logs on stderr: petri's warnings, its debug lines with `-v`, or what PETRI_LOG asks
+/// for (an EnvFilter directive list). Without PETRI_LOG the filter is a static one, as
+/// the log setup is on the path of every `petri run`.
 pub fn init_tracing(verbose: bool) {
-    let default = if verbose { "petri=debug" } else { "petri=warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PETRI_LOG").unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    use tracing_subscriber::{filter::Targets, fmt, prelude::*, EnvFilter};
+    let layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    match EnvFilter::try_from_env("PETRI_LOG") {
+        Ok(filter) => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
+        Err(_) => {
+            let level = if verbose {
+                tracing::Level::DEBUG
+            } else {
+                tracing::Level::WARN
+            };
+            let filter = Targets::new().with_target("petri", level);
+            tracing_subscriber::registry().with(layer.with_filter(filter)).init()
+        }
+    }
 }
 
 /// Runs a parsed command; returns the process exit code.
