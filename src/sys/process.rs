@@ -93,13 +93,12 @@ pub fn ensure_single_threaded() -> io::Result<()> {
     )))
 }
 
+/// /proc/self/task's link count is two plus one per thread (procfs' task directory
+/// counts them in its getattr): one stat, where /proc/self/status would be generated
+/// whole, read and parsed, on the path of every launch.
 fn thread_count() -> io::Result<usize> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))
+    let task = rustix::fs::stat("/proc/self/task")?;
+    Ok((task.st_nlink as usize).saturating_sub(2))
 }
 
 /// Sets IFF_UP on the loopback interface of the network namespace `sock` was made in
@@ -204,4 +203,32 @@ pub enum SharedView {
     Network,
     /// Used by tests, to mount in a thread's own namespace.
     Mount,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_threads() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap();
+        line.trim().parse().unwrap()
+    }
+
+    /// The link count agrees with /proc/self/status's Threads: line, while other tests'
+    /// threads come and go: taken between two equal readings of the line.
+    #[test]
+    fn thread_count_is_the_kernels() {
+        let _extra = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        for _ in 0..100 {
+            let before = status_threads();
+            let counted = thread_count().unwrap();
+            if status_threads() == before {
+                assert_eq!(counted, before);
+                assert!(counted >= 2, "this test's thread and the one it started");
+                return;
+            }
+        }
+        panic!("the thread count never held still");
+    }
 }
