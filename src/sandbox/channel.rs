@@ -14,7 +14,7 @@ use rustix::net::{
 
 use super::plan::PREBUILT;
 
-/// The most descriptors one message carries: the go message's detached mounts.
+/// The most descriptors one message carries: the last message's detached mounts of /dev.
 const MAX_FDS: usize = PREBUILT.len();
 
 /// Sends `bytes` with `fds` (at most [`MAX_FDS`]) as one message. A closed peer is an

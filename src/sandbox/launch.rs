@@ -4,14 +4,14 @@
 //! [`Forked::launch`]: prepare the bundle, mount the overlay root (detached) and send the
 //! child its plan (the parts of the spec it acts on) with that root and a scratch tmpfs
 //! holding the generated /etc files, over a SOCK_SEQPACKET socketpair; then, while the
-//! child attaches its root on another CPU, make the v1 directories, set the limits and
-//! build the container's /dev as detached mounts, and send those in the go message (the
-//! child then joins the v1 hierarchies itself and attaches /dev). While the child
-//! mounts, bring lo up in its network namespace (on a socket it made there), compile the
-//! seccomp filter and send it as the last message, and ready a pooled bundle for a later
-//! `--rm` run (`bundle::tidy`); learn over the same socket whether exec succeeded (EOF
-//! with no message means it did), then wait, signal, and clean up: the cgroup and
-//! everything in it, and the bundle when asked.
+//! child attaches its root on another CPU, make the v1 directories and set the limits,
+//! and send the go message (the child then joins the v1 hierarchies itself). While the
+//! child mounts proc, sysfs and /sys/fs/cgroup, bring lo up in its network namespace (on
+//! a socket it made there), compile the seccomp filter and build the container's /dev
+//! as detached mounts, and send those as the last message; then ready a pooled bundle
+//! for a later `--rm` run (`bundle::tidy`), learn over the same socket whether exec
+//! succeeded (EOF with no message means it did), wait, signal, and clean up: the cgroup
+//! and everything in it, and the bundle when asked.
 
 use std::fs;
 use std::io::{self, Write};
@@ -247,8 +247,8 @@ fn clone_child(
 }
 
 /// Where the launcher and the child run until the go message. The two work in parallel
-/// from the clone to the go message (the spec, cgroup limits and the seccomp filter
-/// beside the network namespace and the overlay), but the scheduler often puts a new
+/// from the clone to the go message (the spec, the overlay and the cgroup limits beside
+/// the network namespace), but the scheduler often puts a new
 /// child on its parent's CPU, and a parent and child left free then drift onto one core
 /// and take turns on it while another sits idle: measured on the project's 2-core VM,
 /// that was most launches. So, when there is more than one CPU to use, the child is
