@@ -34,7 +34,7 @@ impl Cli {
     /// Parses petri's arguments, exiting with clap's message on a usage error.
     ///
     /// A plain `petri run` line, the one on the path of every container start, is
-    /// parsed by [`quick`] without clap; whatever it refuses is clap's.
+    /// parsed by `quick` without clap; whatever it refuses is clap's.
     pub fn parse_args() -> Cli {
         let args: Vec<OsString> = std::env::args_os().collect();
         quick::parse(&args, std::env::var_os("PETRI_ROOT").as_deref()).unwrap_or_else(|| Cli::parse_from(args))
