@@ -85,6 +85,13 @@ pub fn run(forked: &AtFork, sync: &OwnedFd) -> InitFailure {
 
 enum Never {}
 
+/// Where the root filesystem comes from: the launcher's overlay, or the child's own
+/// mount of the layers over these writable directories.
+enum Root {
+    Built(OwnedFd),
+    Layers { upper: OwnedFd, work: OwnedFd },
+}
+
 fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     // The network namespace is made here rather than at clone: building one takes most
     // of a millisecond, which the launcher spends on the spec and the cgroup meanwhile.
@@ -110,25 +117,24 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     // could not take its layers. Then the child mounts it, from the writable directories
     // held open now: the scratch tmpfs goes over the bundle itself, so the bundle on disk
     // needs no mount point of its own.
-    let writable = match root {
-        Some(_) => None,
-        None => Some((
-            open_dir(&plan.bundle.join("upper"))?,
-            open_dir(&plan.bundle.join("work"))?,
-        )),
+    let root = match root {
+        Some(built) => Root::Built(built),
+        None => Root::Layers {
+            upper: open_dir(&plan.bundle.join("upper"))?,
+            work: open_dir(&plan.bundle.join("work"))?,
+        },
     };
     // The launcher's scratch tmpfs holds the generated /etc files and the root's mount
     // point; after pivot_root only the bind mounts of those files keep it alive.
     let etc_files = mounts::attach_scratch(&scratch, &plan.bundle).map_err(fail("scratch tmpfs"))?;
     drop(scratch);
     let rootfs = plan.bundle.join("root");
-    match (root, writable) {
-        (Some(root), _) => mounts::attach(&root, &rootfs, "attach the root filesystem on"),
-        (None, Some((upper, work))) => {
+    match root {
+        Root::Built(built) => mounts::attach(&built, &rootfs, "attach the root filesystem on"),
+        Root::Layers { upper, work } => {
             let lower: Vec<&str> = plan.lower.iter().map(String::as_str).collect();
             mounts::mount_overlay(&plan.layers_dir, &lower, &upper, &work, plan.remove, &rootfs)
         }
-        (None, None) => unreachable!("the writable directories are open when no root came"),
     }
     .map_err(fail("root filesystem"))?;
     if plan.remove && !plan.process.tty {

@@ -358,7 +358,7 @@ fn send(sock: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd], op: &'static str) -> R
 /// Brings lo up in the child's new network namespace while the child mounts its
 /// filesystem: the child's first message ("N") carries a socket it made in that
 /// namespace, on which the ioctl acts. Done here, its tenth of a millisecond is off the
-/// child's path from the go message to exec; the filter message that follows tells the
+/// child's path from the go message to exec; the last message, which follows, tells the
 /// child it is done.
 fn bring_up_loopback(sock: &OwnedFd) -> Result<(), SandboxError> {
     match receive_from_child(sock)? {

@@ -66,10 +66,10 @@ pub fn mount_overlay(
     let shown = rootfs.display().to_string();
     rustix::process::chdir(layers_dir).map_err(err("chdir to", &shown))?;
     let data = format!(
-        "lowerdir={},upperdir=/proc/self/fd/{},workdir=/proc/self/fd/{}{}",
+        "lowerdir={},upperdir={},workdir={}{}",
         lower.join(":"),
-        upper.as_raw_fd(),
-        work.as_raw_fd(),
+        fd_path(upper),
+        fd_path(work),
         if volatile { ",volatile" } else { "" }
     );
     let data = options(&data, &shown)?;
@@ -81,7 +81,7 @@ pub fn mount_overlay(
 /// a kernel that cannot take the layers one at a time (`lowerdir+`, Linux 6.8), whose
 /// child mounts the root itself ([`mount_overlay`]): fsconfig caps each string at 256
 /// bytes, which a whole `lowerdir` list soon overflows. The layers, the upper and the
-/// work directory are named through an open directory (/proc/self/fd/N/...), so every
+/// work directory are named through open directories (/proc/self/fd/N/...), so every
 /// string is short whatever the store's path; the overlay resolves each as it is given.
 /// Mounting here takes the overlay off the child's path: the child makes its network
 /// namespace meanwhile, and attaches the root with one `move_mount`.
@@ -92,37 +92,34 @@ pub fn build_overlay(
     volatile: bool,
 ) -> Result<Option<OwnedFd>, MountError> {
     let shown = bundle.join("root").display().to_string();
-    let open = |dir: &Path| {
-        rfs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(err("open", &dir.display().to_string()))
-    };
     let (layers, upper, work) = (
-        open(layers_dir)?,
-        open(&bundle.join("upper"))?,
-        open(&bundle.join("work"))?,
+        open_dir(layers_dir, "open")?,
+        open_dir(&bundle.join("upper"), "open")?,
+        open_dir(&bundle.join("work"), "open")?,
     );
-    let context = rmount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(err("fsopen for", &shown))?;
-    let configure = err("configure the overlay for", &shown);
-    rmount::fsconfig_set_string(&context, "source", "overlay").map_err(configure)?;
+    let (upperdir, workdir) = (fd_path(&upper), fd_path(&work));
+    let mut options = vec![("upperdir", upperdir.as_str()), ("workdir", workdir.as_str())];
+    if volatile {
+        options.push(("volatile", ""));
+    }
+    let context = fs_context("overlay", &shown, &options)?;
+    let layers = fd_path(&layers);
     for (i, layer) in lower.iter().enumerate() {
-        match rmount::fsconfig_set_string(
-            &context,
-            "lowerdir+",
-            format!("/proc/self/fd/{}/{layer}", layers.as_raw_fd()),
-        ) {
+        match rmount::fsconfig_set_string(&context, "lowerdir+", format!("{layers}/{layer}")) {
             Ok(()) => {}
+            // Linux 6.5 to 6.7: the overlay checks its options, and has no `lowerdir+`.
             Err(Errno::INVAL) if i == 0 => return Ok(None),
             Err(e) => return Err(err("add a layer to the overlay for", &shown)(e)),
         }
     }
-    for (key, dir) in [("upperdir", &upper), ("workdir", &work)] {
-        rmount::fsconfig_set_string(&context, key, format!("/proc/self/fd/{}", dir.as_raw_fd()))
-            .map_err(err("configure the overlay for", &shown))?;
+    match rmount::fsconfig_create(&context) {
+        Ok(()) => {}
+        // Before Linux 6.5 the overlay takes fsconfig's options as legacy mount data,
+        // unchecked until now, and `lowerdir+` is refused here. Any other fault that
+        // refuses with EINVAL is refused again by the child's own mount, which reports it.
+        Err(Errno::INVAL) => return Ok(None),
+        Err(e) => return Err(err("create the overlay for", &shown)(e)),
     }
-    if volatile {
-        rmount::fsconfig_set_flag(&context, "volatile").map_err(err("configure the overlay for", &shown))?;
-    }
-    rmount::fsconfig_create(&context).map_err(err("create the overlay for", &shown))?;
     let root = rmount::fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(err("fsmount the overlay for", &shown))?;
     Ok(Some(root))
@@ -244,6 +241,14 @@ fn new_mount(
     options: &[(&str, &str)],
     attrs: MountAttrFlags,
 ) -> Result<OwnedFd, MountError> {
+    let context = fs_context(fstype, shown, options)?;
+    rmount::fsconfig_create(&context).map_err(err("create the filesystem for", shown))?;
+    rmount::fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(err("fsmount for", shown))
+}
+
+/// A filesystem context of `fstype` with `options` set (see [`new_mount`]), not yet
+/// created.
+fn fs_context(fstype: &str, shown: &str, options: &[(&str, &str)]) -> Result<OwnedFd, MountError> {
     let context = rmount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(err("fsopen for", shown))?;
     // The source shown in the container's mountinfo, as mount(8) would name it.
     for (key, value) in std::iter::once(&("source", fstype)).chain(options) {
@@ -253,16 +258,19 @@ fn new_mount(
         }
         .map_err(err("configure the filesystem for", shown))?;
     }
-    rmount::fsconfig_create(&context).map_err(err("create the filesystem for", shown))?;
-    rmount::fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(err("fsmount for", shown))
+    Ok(context)
+}
+
+/// An O_PATH descriptor of the directory `dir`; `op` names the opening in an error.
+fn open_dir(dir: &Path, op: &'static str) -> Result<OwnedFd, MountError> {
+    rfs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(err(op, &dir.display().to_string()))
 }
 
 /// Runs each operation against the rootfs at `root`; `prebuilt` are the launcher's
 /// detached mounts for [`MountOp::Attach`], by target.
 pub fn execute(root: &Path, ops: &[MountOp], prebuilt: &[(&str, OwnedFd)]) -> Result<(), MountError> {
-    let shown = root.display().to_string();
-    let root = rfs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(err("open rootfs", &shown))?;
+    let root = open_dir(root, "open rootfs")?;
     for op in ops {
         apply(&root, op, prebuilt)?;
     }
@@ -404,8 +412,8 @@ fn options(data: &str, target: &str) -> Result<Option<CString>, MountError> {
     })
 }
 
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 #[cfg(test)]
@@ -468,8 +476,7 @@ mod tests {
         let seen = std::thread::spawn(move || {
             unshare_namespace(SharedView::Mount).unwrap();
             make_private().unwrap();
-            let open =
-                |p: PathBuf| rfs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+            let open = |p: PathBuf| open_dir(&p, "open").unwrap();
             let (upper, work) = (open(bundle.join("upper")), open(bundle.join("work")));
             let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
             let root = bundle.join("root");
