@@ -226,6 +226,9 @@ fn clone_child(
         .map_err(|source| SandboxError::Sys { op: "clone", source })?;
     match cloned {
         Cloned::Child => {
+            if let Some(p) = placement {
+                p.move_away(None);
+            }
             drop(ours);
             let forked = init::AtFork {
                 network,
@@ -239,7 +242,7 @@ fn clone_child(
         }
         Cloned::Parent { pid, pidfd } => {
             if let Some(p) = placement {
-                p.move_away(pid);
+                p.move_away(Some(pid));
             }
             Ok((pid, pidfd, ours))
         }
@@ -257,6 +260,15 @@ fn clone_child(
 /// may pull an image between the fork and the launch). The child restores the
 /// launcher's CPU set itself once the go message has come (`init::AtFork::affinity`),
 /// before anything of the container's runs.
+///
+/// Both sides move the child, as whichever runs first after the clone must. A child
+/// put on the launcher's CPU often takes it at once: when the launcher's time slice is
+/// up, the scheduler picks the newcomer as the clone returns (traced on the project's
+/// VM: 70 launches in 100, with the other CPU idle). Moved only by the launcher, such a
+/// child had made its whole network namespace (~0.4 ms) before the launcher ran again;
+/// moving itself as its first act hands the CPU back within ~0.07 ms (the migration
+/// and the wakeup of the idle CPU). A child that does not run first is queued behind
+/// the launcher, which moves it as soon as the clone returns.
 struct Placement {
     /// The launcher's CPU set, which both end up with again.
     allowed: CpuSet,
@@ -273,11 +285,12 @@ impl Placement {
         })
     }
 
-    /// Best effort: a child that stays on the launcher's CPU is only slower to start.
-    fn move_away(&self, child: Pid) {
+    /// Moves `child` (`None`: the calling child itself) off the launcher's CPU. Best
+    /// effort: a child that stays on the launcher's CPU is only slower to start.
+    fn move_away(&self, child: Option<Pid>) {
         let mut elsewhere = self.allowed;
         elsewhere.unset(self.launcher_cpu);
-        let _ = sched_setaffinity(Some(child), &elsewhere);
+        let _ = sched_setaffinity(child, &elsewhere);
     }
 
     /// Pins the launcher to the CPU the child was moved off; `None` if it cannot be.
