@@ -78,9 +78,19 @@ pub(crate) fn mkdir_shared(path: &Path) -> Result<(), CgroupError> {
 
 /// `mkdir` of a directory that must be new.
 pub(crate) fn mkdir_new(path: &Path) -> Result<(), CgroupError> {
+    match mkdir_new_if_parent(path)? {
+        true => Ok(()),
+        false => Err(io_error("mkdir", path, io::ErrorKind::NotFound.into())),
+    }
+}
+
+/// [`mkdir_new`], but a missing parent is no error: false, and nothing is made.
+pub(crate) fn mkdir_new_if_parent(path: &Path) -> Result<bool, CgroupError> {
     match fs::create_dir(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(CgroupError::Exists(path.to_path_buf())),
-        other => other.map_err(|e| io_error("mkdir", path, e)),
+        Err(e) => Err(io_error("mkdir", path, e)),
     }
 }
 
@@ -283,5 +293,17 @@ mod tests {
         mkdir_new(&dir).unwrap();
         assert!(matches!(mkdir_new(&dir), Err(CgroupError::Exists(_))));
         mkdir_shared(&dir).unwrap();
+    }
+
+    #[test]
+    fn mkdir_new_if_parent_makes_nothing_without_the_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("petri/c1");
+        assert!(!mkdir_new_if_parent(&dir).unwrap());
+        assert!(!tmp.path().join("petri").exists());
+        assert!(matches!(mkdir_new(&dir), Err(CgroupError::Io { .. })));
+        mkdir_shared(&tmp.path().join("petri")).unwrap();
+        assert!(mkdir_new_if_parent(&dir).unwrap());
+        assert!(matches!(mkdir_new_if_parent(&dir), Err(CgroupError::Exists(_))));
     }
 }

@@ -326,8 +326,17 @@ impl Cgroup {
 
 /// Makes the container directory of one hierarchy, and on v2 enables its controllers on
 /// the way down; on v1 cpuset, copies cpus and mems into each new directory.
+///
+/// Where nothing is to be enabled (v1), the container directory is tried first, and
+/// the shared base directory made only when that fails for its lack: after the first
+/// launch the base is there, and its mkdir would only fail with EEXIST, a syscall per
+/// hierarchy on the path of every launch.
 fn make_dir(d: &DirPlan) -> Result<(), CgroupError> {
-    if !d.enable.is_empty() {
+    if d.enable.is_empty() {
+        if files::mkdir_new_if_parent(&d.path)? {
+            return inherit_into_new(d);
+        }
+    } else {
         enable_in_own(&d.parent, &d.enable)?;
     }
     files::mkdir_shared(&d.base)?;
@@ -338,6 +347,11 @@ fn make_dir(d: &DirPlan) -> Result<(), CgroupError> {
         enable(&d.base, &d.enable)?;
     }
     files::mkdir_new(&d.path)?;
+    inherit_into_new(d)
+}
+
+/// On v1 cpuset, copies cpus and mems from the base into the new container directory.
+fn inherit_into_new(d: &DirPlan) -> Result<(), CgroupError> {
     if d.cpuset {
         inherit_cpuset(&d.base, &d.path)?;
     }

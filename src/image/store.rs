@@ -185,21 +185,26 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store under `root`.
+    ///
+    /// `layers` is made last, so a store that has it has the rest: opening an existing
+    /// store (every `petri run`) is one stat, not a failing mkdir per directory.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for sub in ["blobs/sha256", "tmp", "locks"] {
-            let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
-        }
-        // Layers hold the images' setuid binaries and device nodes: only root may reach them.
         let layers = root.join("layers");
-        match fs::create_dir(&layers) {
-            Ok(()) => {
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&layers, fs::Permissions::from_mode(0o700))
-                    .map_err(|e| io_err("chmod", &layers, e))?;
+        if !layers.is_dir() {
+            for sub in ["blobs/sha256", "tmp", "locks"] {
+                let dir = root.join(sub);
+                fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err("create directory", &layers, e)),
+            // Layers hold the images' setuid binaries and device nodes: only root may reach them.
+            match fs::create_dir(&layers) {
+                Ok(()) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&layers, fs::Permissions::from_mode(0o700))
+                        .map_err(|e| io_err("chmod", &layers, e))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create directory", &layers, e)),
+            }
         }
         Ok(Store {
             root: root.to_path_buf(),

@@ -47,13 +47,17 @@ pub fn prepare(bundle: &Path, pool: Option<&Path>) -> Result<(), SandboxError> {
     let taken = pool.is_some_and(|pool| (0..POOL_SLOTS).any(|slot| fs::rename(clean_slot(pool, slot), bundle).is_ok()));
     let upper = bundle.join("upper");
     if taken {
+        // A pooled bundle holds its `work` (which is how a taken slot is told from a
+        // free one) and, unless two tidies raced, no `upper`.
         match fs::create_dir(&upper) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 tracing::debug!(bundle = %bundle.display(), "a pooled bundle still had its upper");
                 fs::remove_dir_all(&upper).map_err(io_err("remove", &upper))?;
+                fs::create_dir(&upper).map_err(io_err("create directory", &upper))?;
             }
             other => other.map_err(io_err("create directory", &upper))?,
         }
+        return Ok(());
     }
     for dir in [upper, bundle.join("work")] {
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
@@ -155,15 +159,16 @@ fn remove_if_there(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Moves `bundle` to the first free slot named by `slot_path`; false when every slot is
-/// taken. A taken slot is never empty (it holds `work`), so rename(2) refuses to replace
-/// it.
+/// Moves `bundle` to the first free slot named by `slot_path`, making the pool on first
+/// use; false when every slot is taken. A taken slot is never empty (it holds `work`),
+/// so rename(2) refuses to replace it.
 fn put(bundle: &Path, pool: &Path, slot_path: fn(&Path, usize) -> PathBuf) -> io::Result<bool> {
-    fs::create_dir_all(pool)?;
-    for slot in 0..POOL_SLOTS {
+    let mut slot = 0;
+    while slot < POOL_SLOTS {
         match fs::rename(bundle, slot_path(pool, slot)) {
             Ok(()) => return Ok(true),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => continue,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => slot += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !pool.exists() => fs::create_dir_all(pool)?,
             Err(e) => return Err(e),
         }
     }
