@@ -12,10 +12,8 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use super::plan::PREBUILT;
-
-/// The most descriptors one message carries: the last message's detached mounts of /dev.
-const MAX_FDS: usize = PREBUILT.len();
+/// The most descriptors one message carries: the plan's scratch tmpfs, /dev and root.
+const MAX_FDS: usize = 3;
 
 /// Sends `bytes` with `fds` (at most [`MAX_FDS`]) as one message. A closed peer is an
 /// error (EPIPE), never a SIGPIPE.

@@ -16,7 +16,7 @@ use rustix::thread::{self as rthread, CpuSet};
 use seccompiler::BpfProgram;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{plan as mount_plan, MountOp, PlanInput, PREBUILT};
+use super::plan::{plan as mount_plan, PlanInput, DEV, PREBUILT};
 use super::process::{resolve_user, User};
 use super::{channel, mounts, security, Network, ProcessSpec, SandboxSpec};
 use crate::cgroup::CgroupMounts;
@@ -112,7 +112,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     rproc::setsid().map_err(fail("setsid"))?;
     rproc::umask(rustix::fs::Mode::empty());
     mounts::make_private().map_err(fail("mounts"))?;
-    let (plan, scratch, root) = await_plan(sync)?;
+    let (plan, PlanMounts { scratch, dev, root }) = await_plan(sync)?;
     // The launcher mounted the overlay root (`mounts::build_overlay`) unless the kernel
     // could not take its layers. Then the child mounts it, from the writable directories
     // held open now: the scratch tmpfs goes over the bundle itself, so the bundle on disk
@@ -124,9 +124,10 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
             work: open_dir(&plan.bundle.join("work"))?,
         },
     };
-    // The launcher's scratch tmpfs holds the generated /etc files and the root's mount
-    // point; after pivot_root only the bind mounts of those files keep it alive.
-    let etc_files = mounts::attach_scratch(&scratch, &plan.bundle).map_err(fail("scratch tmpfs"))?;
+    // The launcher's scratch tmpfs holds the generated /etc files, the root's mount
+    // point and the directories of the container's other small tmpfs; after pivot_root
+    // only the mounts made from it keep it alive.
+    let scratch_parts = mounts::attach_scratch(&scratch, &plan.bundle).map_err(fail("scratch tmpfs"))?;
     drop(scratch);
     let rootfs = plan.bundle.join("root");
     match root {
@@ -143,6 +144,12 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
         // launcher is gone, which `await_go` reports.
         let _ = rustix::io::write(sync, b"M");
     }
+    let mounts = mount_plan(&PlanInput {
+        binds: &plan.binds,
+        scratch: &scratch_parts,
+        cgroups: forked.cgroups,
+    });
+    mounts::execute(&rootfs, &mounts.before_go, &[(DEV, dev)]).map_err(fail("mounts"))?;
     // The cgroup is ready: join it before the cgroup namespace is made, whose root is
     // the cgroup the process is in at that moment.
     await_go(sync)?;
@@ -151,20 +158,11 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     }
     join_cgroups(forked.task_files)?;
     unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
-    let ops = mount_plan(&PlanInput {
-        binds: &plan.binds,
-        etc_files: &etc_files,
-        cgroups: forked.cgroups,
-    });
-    // The mounts before /dev need nothing more of the launcher, which builds /dev and
-    // the seccomp filter meanwhile and sends them in its last message.
-    let split = ops
-        .iter()
-        .position(|op| matches!(op, MountOp::Attach { .. }))
-        .unwrap_or(ops.len());
-    mounts::execute(&rootfs, &ops[..split], &[]).map_err(fail("mounts"))?;
+    mounts::execute(&rootfs, &mounts.after_go, &[]).map_err(fail("mounts"))?;
+    // The launcher fills /dev, builds its mounts and the seccomp filter meanwhile, and
+    // sends them in its last message.
     let (filter, dev) = await_last(sync)?;
-    mounts::execute(&rootfs, &ops[split..], &dev).map_err(fail("mounts"))?;
+    mounts::execute(&rootfs, &mounts.after_last, &dev).map_err(fail("mounts"))?;
     drop(dev);
     pivot_root(&rootfs)?;
     if plan.process.tty {
@@ -195,18 +193,26 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     Err(exec_failure(&plan.process.argv[0], err))
 }
 
-/// Waits for the launcher's plan message, once the launcher has the spec, with the
-/// scratch tmpfs (`mounts::build_scratch`) and, where the kernel allowed it, the overlay
-/// root (`mounts::build_overlay`). EOF means the launcher gave up.
-fn await_plan(sync: &OwnedFd) -> Result<(Plan, OwnedFd, Option<OwnedFd>), InitFailure> {
+/// What comes with the plan: the scratch tmpfs (`mounts::build_scratch`), /dev
+/// (`mounts::clone_dev`) and, where the kernel allowed it, the overlay root
+/// (`mounts::build_overlay`).
+struct PlanMounts {
+    scratch: OwnedFd,
+    dev: OwnedFd,
+    root: Option<OwnedFd>,
+}
+
+/// Waits for the launcher's plan message, once the launcher has the spec. EOF means the
+/// launcher gave up.
+fn await_plan(sync: &OwnedFd) -> Result<(Plan, PlanMounts), InitFailure> {
     let (bytes, mut fds) = receive(sync)?;
-    let root = (fds.len() == 2).then(|| fds.pop()).flatten();
-    match <[OwnedFd; 1]>::try_from(fds) {
-        Ok([scratch]) if !bytes.is_empty() => {
+    let root = (fds.len() == 3).then(|| fds.pop()).flatten();
+    match <[OwnedFd; 2]>::try_from(fds) {
+        Ok([scratch, dev]) if !bytes.is_empty() => {
             let plan = serde_json::from_slice(&bytes).map_err(fail("read the launcher's spec"))?;
-            Ok((plan, scratch, root))
+            Ok((plan, PlanMounts { scratch, dev, root }))
         }
-        _ => Err(fail("wait for the launcher")("no spec and scratch tmpfs came")),
+        _ => Err(fail("wait for the launcher")("no spec, scratch tmpfs and /dev came")),
     }
 }
 

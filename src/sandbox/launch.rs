@@ -3,12 +3,14 @@
 //! child builds its network namespace while the caller resolves the image.
 //! [`Forked::launch`]: prepare the bundle, mount the overlay root (detached) and send the
 //! child its plan (the parts of the spec it acts on) with that root and a scratch tmpfs
-//! holding the generated /etc files, over a SOCK_SEQPACKET socketpair; then, while the
-//! child attaches its root on another CPU, make the v1 directories and set the limits,
-//! and send the go message (the child then joins the v1 hierarchies itself). While the
-//! child mounts proc, sysfs and /sys/fs/cgroup, bring lo up in its network namespace (on
-//! a socket it made there), compile the seccomp filter and build the container's /dev
-//! as detached mounts, and send those as the last message; then ready a pooled bundle
+//! holding the generated /etc files and the directories of the container's other small
+//! tmpfs (`plan::Scratch`), over a SOCK_SEQPACKET socketpair; then, while the child
+//! attaches its root and mounts proc, sysfs, /dev and /etc's files on another CPU, make
+//! the v1 directories and set the limits, and send the go message (the child then joins
+//! the v1 hierarchies itself). While the child mounts /sys/fs/cgroup, bring lo up in its
+//! network namespace (on a socket it made there), compile the seccomp filter, fill /dev
+//! and build its devpts and shm as detached mounts, and send those as the last message;
+//! then ready a pooled bundle
 //! for a later `--rm` run (`bundle::tidy`), learn over the same socket whether exec
 //! succeeded (EOF with no message means it did), wait, signal, and clean up: the cgroup
 //! and everything in it, and the bundle when asked.
@@ -130,7 +132,8 @@ impl Forked {
         let lower: Vec<String> = std::iter::once(base).chain(spec.lower.iter().cloned()).collect();
         let scratch = mounts::build_scratch(&etc_files(spec)).map_err(mount_err)?;
         let root = mounts::build_overlay(&spec.layers_dir, &lower, &spec.bundle, spec.remove).map_err(mount_err)?;
-        send_plan(sock, spec, lower, &scratch, root.as_ref())?;
+        let dev = mounts::clone_dev(&scratch).map_err(mount_err)?;
+        send_plan(sock, spec, lower, [&scratch, &dev], root.as_ref())?;
         drop((scratch, root));
         // The limits are set here while the child builds its network namespace on the
         // other core; it waits for the go message before it joins the v1 hierarchies.
@@ -147,8 +150,8 @@ impl Forked {
                 bring_up_loopback(sock)?;
             }
             let filter = security::default_filter()?;
-            let dev = mounts::build_dev(spec.shm_bytes).map_err(mount_err)?;
-            send_last(sock, &filter, &dev)
+            let in_dev = mounts::build_dev(&dev, spec.shm_bytes).map_err(mount_err)?;
+            send_last(sock, &filter, &in_dev)
         });
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
         // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
@@ -314,20 +317,20 @@ impl Drop for Pinned {
 }
 
 /// Sends the child what it needs once the spec is known: its plan, whose overlay lower
-/// directories are `lower` (base layer first), the scratch tmpfs and the overlay root
-/// when the launcher could build it.
+/// directories are `lower` (base layer first), the scratch tmpfs and /dev
+/// (`mounts::clone_dev`), and the overlay root when the launcher could build it.
 fn send_plan(
     sock: &OwnedFd,
     spec: &SandboxSpec,
     lower: Vec<String>,
-    scratch: &OwnedFd,
+    scratch_and_dev: [&OwnedFd; 2],
     root: Option<&OwnedFd>,
 ) -> Result<(), SandboxError> {
     let bytes = serde_json::to_vec(&init::Plan::new(spec, lower)).map_err(|e| SandboxError::Sys {
         op: "encode the plan for the container process",
         source: e.into(),
     })?;
-    let fds: Vec<BorrowedFd> = std::iter::once(scratch).chain(root).map(|fd| fd.as_fd()).collect();
+    let fds: Vec<BorrowedFd> = scratch_and_dev.into_iter().chain(root).map(|fd| fd.as_fd()).collect();
     send(sock, &bytes, &fds, "send the plan to the container process")
 }
 

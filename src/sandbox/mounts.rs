@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -16,7 +16,7 @@ use rustix::mount::{
     self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
 };
 
-use super::plan::{MountOp, DEVICES, DEV_DIRS, GENERATED, LINKS, PREBUILT};
+use super::plan::{MountOp, Scratch, DEVICES, DEV_DIRS, GENERATED, LINKS, PREBUILT};
 use crate::sys::process::make_tree_readonly;
 
 #[derive(Debug, thiserror::Error)]
@@ -132,20 +132,31 @@ pub fn attach(detached: &OwnedFd, dir: &Path, what: &'static str) -> Result<(), 
         .map_err(err(what, &dir.display().to_string()))
 }
 
-/// The launcher's half of the scratch tmpfs: a detached small tmpfs holding the
-/// generated files (`contents` in the order of [`GENERATED`], under their file names)
-/// and the directory `root`, the root's mount point. The child attaches it over its
-/// bundle ([`attach_scratch`]); building it here keeps the mount and the four file
-/// creations off the child's critical path.
+/// The scratch tmpfs's directories besides the generated files: the root's mount point,
+/// and those of [`Scratch`] (/dev's, filled after the plan is sent by [`build_dev`]).
+const SCRATCH_DIRS: [(&str, u32); 4] = [("root", 0o755), ("dev", 0o755), ("cgroup", 0o755), ("empty", 0o555)];
+
+/// The launcher's half of the scratch tmpfs: a detached tmpfs holding the generated
+/// files (`contents` in the order of [`GENERATED`], under their file names), the
+/// directory `root`, the root's mount point, and the directories the container's other
+/// small tmpfs are bound from ([`Scratch`]). Its size and mount attributes are those of
+/// Docker's /dev (`size=65536k`, nosuid, strictatime), the largest of them; the binds
+/// of the others add their own. The child attaches it over its bundle
+/// ([`attach_scratch`]); building it here keeps the mount and the file creations off
+/// the child's critical path.
 pub fn build_scratch(contents: &[String; 3]) -> Result<OwnedFd, MountError> {
     let shown = "the scratch tmpfs";
     let fs = new_mount(
         "tmpfs",
         shown,
-        &[("mode", "755"), ("size", "1m")],
-        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+        &[("mode", "755"), ("size", "65536k")],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_STRICTATIME,
     )?;
-    rfs::mkdirat(&fs, "root", Mode::from_raw_mode(0o755)).map_err(err("mkdir root in", shown))?;
+    exact_modes(|| {
+        SCRATCH_DIRS.iter().try_for_each(|(dir, mode)| {
+            rfs::mkdirat(&fs, *dir, Mode::from_raw_mode(*mode)).map_err(err("mkdir in", shown))
+        })
+    })?;
     for (target, text) in GENERATED.iter().zip(contents) {
         let name = Path::new(target).file_name().unwrap_or_default();
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
@@ -161,36 +172,55 @@ pub fn build_scratch(contents: &[String; 3]) -> Result<OwnedFd, MountError> {
     Ok(fs)
 }
 
-/// Attaches the launcher's scratch tmpfs at `dir`; returns (path of each generated
-/// file, its container path).
-pub fn attach_scratch(scratch: &OwnedFd, dir: &Path) -> Result<Vec<(PathBuf, &'static str)>, MountError> {
+/// Attaches the launcher's scratch tmpfs at `dir`; returns where its parts are. Its
+/// empty directory is bound onto itself read-only, for the masks to bind.
+pub fn attach_scratch(scratch: &OwnedFd, dir: &Path) -> Result<Scratch, MountError> {
     attach(scratch, dir, "attach the scratch tmpfs on")?;
-    Ok(GENERATED
-        .iter()
-        .map(|target| (dir.join(Path::new(target).file_name().unwrap_or_default()), *target))
-        .collect())
+    let empty = dir.join("empty");
+    let shown = empty.display().to_string();
+    rmount::mount_bind(&empty, &empty).map_err(err("bind", &shown))?;
+    let sealed = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    rmount::mount_remount(&empty, sealed, "").map_err(err("make read-only", &shown))?;
+    Ok(Scratch {
+        etc_files: GENERATED
+            .iter()
+            .map(|target| (dir.join(Path::new(target).file_name().unwrap_or_default()), *target))
+            .collect(),
+        cgroup: dir.join("cgroup"),
+        empty,
+    })
+}
+
+/// Runs `f` with the umask cleared, so that the modes it gives are exact.
+fn exact_modes<T>(f: impl FnOnce() -> T) -> T {
+    let umask = rustix::process::umask(Mode::empty());
+    let out = f();
+    rustix::process::umask(umask);
+    out
 }
 
 /// Detached mounts by their container path, in attach order.
 pub type Detached = Vec<(&'static str, OwnedFd)>;
 
-/// The launcher's half of [`PREBUILT`]: builds /dev, its devpts and its shm as detached
-/// mounts (fsopen/fsmount), in that order, for the child to attach. The device nodes
-/// and links are made here, so the child's critical path is three `move_mount`s
-/// instead of three mounts and fifteen node, link and directory creations.
-pub fn build_dev(shm_bytes: u64) -> Result<Detached, MountError> {
-    let [dev_target, pts_target, shm_target] = PREBUILT;
-    let dev = new_mount(
-        "tmpfs",
-        dev_target,
-        &[("mode", "755"), ("size", "65536k")],
-        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_STRICTATIME,
-    )?;
+/// /dev, for the plan: a detached mount of the scratch tmpfs's `dev`, empty until
+/// [`build_dev`]. Made after the root's mount, and before /dev's own ([`build_dev`]), so
+/// the container's mountinfo lists them in that order, as a runtime mounting one after
+/// the other would.
+pub fn clone_dev(scratch: &OwnedFd) -> Result<OwnedFd, MountError> {
+    let flags = rmount::OpenTreeFlags::OPEN_TREE_CLONE | rmount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    rmount::open_tree(scratch, "dev", flags).map_err(err("clone", "/dev of the scratch tmpfs"))
+}
+
+/// The launcher's half of /dev: makes its device nodes, links and mount points in `dev`
+/// ([`clone_dev`], which the child may have attached already: it looks inside only
+/// after the launcher's last message), and builds its devpts and shm as detached
+/// mounts (fsopen/fsmount), in the order of [`PREBUILT`], for the child to attach. So
+/// the child's critical path is two `move_mount`s instead of two mounts and fifteen
+/// node, link and directory creations.
+pub fn build_dev(dev: &OwnedFd, shm_bytes: u64) -> Result<Detached, MountError> {
+    let [pts_target, shm_target] = PREBUILT;
     // The modes below are exact: the launcher's umask must not narrow them.
-    let umask = rustix::process::umask(Mode::empty());
-    let populated = populate_dev(&dev, dev_target);
-    rustix::process::umask(umask);
-    populated?;
+    exact_modes(|| populate_dev(dev, "/dev"))?;
     let pts = new_mount(
         "devpts",
         pts_target,
@@ -209,7 +239,7 @@ pub fn build_dev(shm_bytes: u64) -> Result<Detached, MountError> {
         &[("mode", "1777"), ("size", &shm_size)],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )?;
-    Ok(vec![(dev_target, dev), (pts_target, pts), (shm_target, shm)])
+    Ok(vec![(pts_target, pts), (shm_target, shm)])
 }
 
 fn populate_dev(dev: &OwnedFd, shown: &str) -> Result<(), MountError> {
@@ -303,7 +333,7 @@ fn apply(root: &OwnedFd, op: &MountOp, prebuilt: &[(&str, OwnedFd)]) -> Result<(
             target,
             readonly,
         } => bind(root, source, target, *readonly),
-        MountOp::Mask { target } => mask(root, target),
+        MountOp::Mask { target, empty } => mask(root, target, empty),
         MountOp::Seal { target } => readonly(root, target),
         MountOp::ReadOnly { target } => match resolve(root, target) {
             Ok(fd) => {
@@ -341,7 +371,10 @@ fn readonly(root: &OwnedFd, target: &str) -> Result<(), MountError> {
     })
 }
 
-fn mask(root: &OwnedFd, target: &str) -> Result<(), MountError> {
+/// Hides `target`: a directory under a bind of `empty`, an empty directory on a
+/// read-only mount ([`attach_scratch`]), which the bind inherits; anything else under
+/// /dev/null.
+fn mask(root: &OwnedFd, target: &str, empty: &Path) -> Result<(), MountError> {
     let fd = match resolve(root, target) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(()),
@@ -349,7 +382,7 @@ fn mask(root: &OwnedFd, target: &str) -> Result<(), MountError> {
     };
     let is_dir = rfs::fstat(&fd).map_err(err("stat", target))?.st_mode & libc::S_IFMT == libc::S_IFDIR;
     if is_dir {
-        rmount::mount("tmpfs", fd_path(&fd), "tmpfs", MountFlags::RDONLY, Some(c"size=0")).map_err(err("mask", target))
+        rmount::mount_bind(empty, fd_path(&fd)).map_err(err("mask", target))
     } else {
         rmount::mount_bind("/dev/null", fd_path(&fd)).map_err(err("mask", target))
     }
@@ -421,6 +454,7 @@ mod tests {
     use super::*;
     use crate::sys::process::{unshare_namespace, SharedView};
     use std::fs;
+    use std::path::PathBuf;
 
     fn read_at(root: &OwnedFd, name: &str) -> String {
         let file = rfs::openat(root, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).unwrap();

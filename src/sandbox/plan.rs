@@ -2,7 +2,7 @@
 //! touching the system (bubblewrap's "parse into setup ops, then execute"). Tests check
 //! the list; `mounts` executes it inside the new mount namespace.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustix::mount::MountFlags;
 
@@ -25,8 +25,9 @@ pub enum MountOp {
         target: String,
         readonly: bool,
     },
-    /// Hide a file (bind /dev/null over it) or a directory (read-only empty tmpfs).
-    Mask { target: String },
+    /// Hide a file (bind /dev/null over it) or a directory (bind `empty`, an empty
+    /// directory of the scratch tmpfs, over it read-only).
+    Mask { target: String, empty: PathBuf },
     /// Re-bind a path onto itself read-only.
     ReadOnly { target: String },
     /// Make the mount already at `target` (and its submounts) read-only.
@@ -35,13 +36,15 @@ pub enum MountOp {
     Attach { target: &'static str },
 }
 
-/// The mounts the launcher builds as detached mounts (the new mount API) while the
-/// child makes its namespaces, and the child only attaches, in this order: /dev (a
-/// tmpfs with the device nodes, links and mount points of [`DEVICES`], [`LINKS`] and
-/// [`DEV_DIRS`]), its devpts and its shm. None of them belongs to a namespace the child
-/// makes, unlike proc (pid), sysfs (net), mqueue (ipc) and cgroup, which it mounts
-/// itself.
-pub const PREBUILT: [&str; 3] = ["/dev", "/dev/pts", "/dev/shm"];
+/// The mounts the launcher builds as detached mounts (the new mount API) after the go
+/// message, and the child only attaches, in this order: /dev's devpts and shm. Neither
+/// belongs to a namespace the child makes, unlike proc (pid), sysfs (net), mqueue (ipc)
+/// and cgroup, which it mounts itself. /dev itself ([`DEV`]) comes with the plan.
+pub const PREBUILT: [&str; 2] = ["/dev/pts", "/dev/shm"];
+/// /dev: a detached mount of a directory of the scratch tmpfs ([`Scratch`]), which the
+/// launcher sends with the plan, and where it makes the device nodes, links and mount
+/// points of [`DEVICES`], [`LINKS`] and [`DEV_DIRS`] after the go message.
+pub const DEV: &str = "/dev";
 /// The generated files, bound from the scratch tmpfs over the base layer's empty ones.
 pub const GENERATED: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
 /// Mount points in the /dev tmpfs, relative to it.
@@ -50,8 +53,22 @@ pub const DEV_DIRS: &[&str] = &["pts", "shm", "mqueue"];
 /// The inputs the plan depends on.
 pub struct PlanInput<'a> {
     pub binds: &'a [(PathBuf, String, bool)],
-    pub etc_files: &'a [(PathBuf, &'static str)],
+    pub scratch: &'a Scratch,
     pub cgroups: &'a CgroupMounts,
+}
+
+/// Where the parts of the launcher's scratch tmpfs are, once the child attached it:
+/// every small tmpfs the container has but /dev/shm comes from this one filesystem
+/// (/dev as [`DEV`]). Each filesystem of its own would be made and, when the container
+/// exits, torn down on the launch's path: ~0.02 ms a superblock on the project's VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scratch {
+    /// The generated files of [`GENERATED`], in that order: (path, container path).
+    pub etc_files: Vec<(PathBuf, &'static str)>,
+    /// /sys/fs/cgroup on v1 hierarchies, where their mount points are made.
+    pub cgroup: PathBuf,
+    /// An empty directory, bound read-only over each masked one.
+    pub empty: PathBuf,
 }
 
 /// Character devices in /dev (name relative to it, major, minor).
@@ -97,51 +114,72 @@ fn fs(fstype: &'static str, target: &str, flags: MountFlags, data: &str) -> Moun
     }
 }
 
-/// Everything mounted after the root filesystem, in order. proc, sysfs and
-/// /sys/fs/cgroup come before /dev, the launcher's ([`PREBUILT`]): the
-/// child makes them while the launcher builds /dev, and waits for it only at the first
-/// [`MountOp::Attach`].
-pub fn plan(input: &PlanInput) -> Vec<MountOp> {
+/// Everything mounted after the root filesystem, in order, in the three stretches the
+/// child runs it in.
+#[derive(Debug)]
+pub struct MountPlan {
+    /// While it waits for the go message (the launcher is still setting the cgroup up):
+    /// proc, sysfs, /dev (empty until the launcher's last message, and not looked into
+    /// before) and the generated /etc files, none of which depends on the cgroup.
+    pub before_go: Vec<MountOp>,
+    /// Once it has joined its cgroups and made its cgroup namespace: /sys/fs/cgroup,
+    /// whose hierarchies show the namespace's root.
+    pub after_go: Vec<MountOp>,
+    /// After the launcher's last message: /dev's mounts ([`PREBUILT`] and mqueue), then
+    /// the user's binds, which may land on any of the above, then the masks and the
+    /// read-only paths, which no bind may undo.
+    pub after_last: Vec<MountOp>,
+}
+
+pub fn plan(input: &PlanInput) -> MountPlan {
     let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
-    let mut ops = vec![fs("proc", "/proc", nosuid_nodev | MountFlags::NOEXEC, "")];
     let ro_sys = nosuid_nodev | MountFlags::NOEXEC | MountFlags::RDONLY;
-    ops.push(fs("sysfs", "/sys", ro_sys, ""));
-    ops.extend(cgroup_ops(input.cgroups, ro_sys));
-    ops.extend(PREBUILT.iter().map(|&target| MountOp::Attach { target }));
-    ops.push(fs("mqueue", "/dev/mqueue", nosuid_nodev | MountFlags::NOEXEC, ""));
-    for (source, target) in input.etc_files {
-        ops.push(MountOp::Bind {
+    let mut before_go = vec![
+        fs("proc", "/proc", nosuid_nodev | MountFlags::NOEXEC, ""),
+        fs("sysfs", "/sys", ro_sys, ""),
+        MountOp::Attach { target: DEV },
+    ];
+    for (source, target) in &input.scratch.etc_files {
+        before_go.push(MountOp::Bind {
             source: source.clone(),
             target: (*target).to_string(),
             readonly: false,
         });
     }
+    let mut after_last: Vec<MountOp> = PREBUILT.iter().map(|&target| MountOp::Attach { target }).collect();
+    after_last.push(fs("mqueue", "/dev/mqueue", nosuid_nodev | MountFlags::NOEXEC, ""));
     for (source, target, readonly) in input.binds {
-        ops.push(MountOp::Bind {
+        after_last.push(MountOp::Bind {
             source: source.clone(),
             target: target.clone(),
             readonly: *readonly,
         });
     }
-    ops.extend(MASKED.iter().map(|t| MountOp::Mask { target: t.to_string() }));
-    ops.extend(READ_ONLY.iter().map(|t| MountOp::ReadOnly { target: t.to_string() }));
-    ops
+    after_last.extend(MASKED.iter().map(|t| MountOp::Mask {
+        target: t.to_string(),
+        empty: input.scratch.empty.clone(),
+    }));
+    after_last.extend(READ_ONLY.iter().map(|t| MountOp::ReadOnly { target: t.to_string() }));
+    MountPlan {
+        before_go,
+        after_go: cgroup_ops(input.cgroups, &input.scratch.cgroup, ro_sys),
+        after_last,
+    }
 }
 
 /// /sys/fs/cgroup, read-only: cgroup2 when the host is pure v2; otherwise a tmpfs with
 /// each v1 hierarchy (and the v2 part of a hybrid host) mounted in it. With a cgroup
 /// namespace each shows the container's own cgroup as its root.
-fn cgroup_ops(mounts: &CgroupMounts, ro: MountFlags) -> Vec<MountOp> {
+fn cgroup_ops(mounts: &CgroupMounts, tmpfs: &Path, ro: MountFlags) -> Vec<MountOp> {
     if mounts.v1.is_empty() {
         return vec![fs("cgroup2", "/sys/fs/cgroup", ro, "")];
     }
-    // The tmpfs is made read-only once the hierarchies' mount points are in it.
-    let mut ops = vec![fs(
-        "tmpfs",
-        "/sys/fs/cgroup",
-        ro.difference(MountFlags::RDONLY),
-        "mode=755",
-    )];
+    // A tmpfs directory, made read-only once the hierarchies' mount points are in it.
+    let mut ops = vec![MountOp::Bind {
+        source: tmpfs.to_path_buf(),
+        target: "/sys/fs/cgroup".into(),
+        readonly: false,
+    }];
     for (options, host) in &mounts.v1 {
         let name = host.file_name().and_then(|n| n.to_str()).unwrap_or(options);
         ops.push(fs("cgroup", &format!("/sys/fs/cgroup/{name}"), ro, options));
@@ -159,62 +197,86 @@ fn cgroup_ops(mounts: &CgroupMounts, ro: MountFlags) -> Vec<MountOp> {
 mod tests {
     use super::*;
 
-    fn input<'a>(cgroups: &'a CgroupMounts, binds: &'a [(PathBuf, String, bool)]) -> PlanInput<'a> {
+    fn scratch() -> Scratch {
+        Scratch {
+            etc_files: vec![],
+            cgroup: "/b/cgroup".into(),
+            empty: "/b/empty".into(),
+        }
+    }
+
+    fn input<'a>(
+        cgroups: &'a CgroupMounts,
+        binds: &'a [(PathBuf, String, bool)],
+        scratch: &'a Scratch,
+    ) -> PlanInput<'a> {
         PlanInput {
             binds,
-            etc_files: &[],
+            scratch,
             cgroups,
         }
     }
 
+    fn target(op: &MountOp) -> &str {
+        match op {
+            MountOp::Fs { target, .. } | MountOp::Bind { target, .. } | MountOp::Seal { target } => target,
+            MountOp::Attach { target } => target,
+            MountOp::Mask { target, .. } | MountOp::ReadOnly { target } => target,
+        }
+    }
+
     #[test]
-    fn proc_comes_first_then_sys_then_dev_masks_last() {
+    fn proc_sys_and_dev_before_the_go_cgroups_after_it_masks_last() {
         let cg = CgroupMounts {
             unified: Some("/sys/fs/cgroup".into()),
             v1: vec![],
         };
         let binds = [(PathBuf::from("/data"), "/mnt/data".to_string(), true)];
-        let ops = plan(&input(&cg, &binds));
-        let targets: Vec<&str> = ops
-            .iter()
-            .take(6)
-            .map(|o| match o {
-                MountOp::Fs { target, .. } => target.as_str(),
-                MountOp::Attach { target } => target,
-                _ => "",
-            })
-            .collect();
+        let mut scratch = scratch();
+        scratch.etc_files = vec![("/b/hostname".into(), "/etc/hostname")];
+        let plan = plan(&input(&cg, &binds, &scratch));
+        let targets = |ops: &[MountOp]| ops.iter().map(|o| target(o).to_string()).collect::<Vec<_>>();
+        assert_eq!(targets(&plan.before_go), ["/proc", "/sys", "/dev", "/etc/hostname"]);
         assert_eq!(
-            targets,
-            ["/proc", "/sys", "/sys/fs/cgroup", "/dev", "/dev/pts", "/dev/shm"],
-            "the launcher's /dev after what the child mounts alone, and before the mounts inside it"
+            plan.before_go[2],
+            MountOp::Attach { target: DEV },
+            "/dev is the launcher's"
         );
-        let first_attach = ops.iter().position(|o| matches!(o, MountOp::Attach { .. })).unwrap();
+        assert_eq!(targets(&plan.after_go), ["/sys/fs/cgroup"]);
         assert!(
-            ops[first_attach..].iter().all(|o| !matches!(
-                o,
-                MountOp::Fs {
-                    fstype: "cgroup" | "cgroup2" | "sysfs" | "proc",
-                    ..
-                }
-            )),
-            "proc, sysfs and the cgroup mounts all come before the child waits for /dev"
+            matches!(&plan.after_go[0], MountOp::Fs { fstype: "cgroup2", flags, .. } if flags.contains(MountFlags::RDONLY))
         );
-        let bind = ops
+        let last = targets(&plan.after_last);
+        assert_eq!(
+            last[..4],
+            ["/dev/pts", "/dev/shm", "/dev/mqueue", "/mnt/data"],
+            "the launcher's mounts in /dev first, then the rest of /dev, then the user's binds"
+        );
+        assert!(
+            plan.before_go
+                .iter()
+                .chain(&plan.after_go)
+                .all(|o| !target(o).starts_with("/dev/")),
+            "nothing before the last message looks into /dev, which the launcher fills meanwhile"
+        );
+        let bind = plan
+            .after_last
             .iter()
             .position(|o| matches!(o, MountOp::Bind { readonly: true, .. }))
             .unwrap();
-        let first_mask = ops.iter().position(|o| matches!(o, MountOp::Mask { .. })).unwrap();
+        let first_mask = plan
+            .after_last
+            .iter()
+            .position(|o| matches!(o, MountOp::Mask { .. }))
+            .unwrap();
         assert!(
             bind < first_mask,
             "masks must come after user binds so a bind cannot unmask"
         );
-        assert!(ops.contains(&MountOp::Mask {
-            target: "/proc/kcore".into()
+        assert!(plan.after_last.contains(&MountOp::Mask {
+            target: "/proc/kcore".into(),
+            empty: "/b/empty".into()
         }));
-        assert!(ops
-            .iter()
-            .any(|o| matches!(o, MountOp::Fs { fstype: "cgroup2", flags, .. } if flags.contains(MountFlags::RDONLY))));
     }
 
     #[test]
@@ -226,14 +288,8 @@ mod tests {
                 ("cpu".into(), "/sys/fs/cgroup/cpu".into()),
             ],
         };
-        let ops = cgroup_ops(&cg, MountFlags::RDONLY);
-        let targets: Vec<&str> = ops
-            .iter()
-            .map(|o| match o {
-                MountOp::Fs { target, .. } => target.as_str(),
-                _ => "",
-            })
-            .collect();
+        let ops = cgroup_ops(&cg, Path::new("/b/cgroup"), MountFlags::RDONLY);
+        let targets: Vec<&str> = ops.iter().map(target).collect();
         assert_eq!(
             targets,
             [
@@ -241,8 +297,13 @@ mod tests {
                 "/sys/fs/cgroup/memory",
                 "/sys/fs/cgroup/cpu",
                 "/sys/fs/cgroup/unified",
-                ""
+                "/sys/fs/cgroup"
             ]
+        );
+        assert!(
+            matches!(&ops[0], MountOp::Bind { source, readonly: false, .. } if source == Path::new("/b/cgroup")),
+            "the hierarchies' mount points are in the scratch tmpfs: {:?}",
+            ops[0]
         );
         assert_eq!(
             ops.last(),
