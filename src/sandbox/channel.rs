@@ -12,8 +12,10 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-/// The most descriptors one message carries: the plan's scratch tmpfs, /dev and root.
-const MAX_FDS: usize = 3;
+/// The most descriptors one message carries: the go message's `tasks` files, one per v1
+/// hierarchy of a controller petri limits (five), more than the plan's three (the
+/// scratch tmpfs, /dev and the root).
+const MAX_FDS: usize = 5;
 
 /// Sends `bytes` with `fds` (at most [`MAX_FDS`]) as one message. A closed peer is an
 /// error (EPIPE), never a SIGPIPE.

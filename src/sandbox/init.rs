@@ -152,11 +152,11 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     mounts::execute(&rootfs, &mounts.before_go, &[(DEV, dev)]).map_err(fail("mounts"))?;
     // The cgroup is ready: join it before the cgroup namespace is made, whose root is
     // the cgroup the process is in at that moment.
-    await_go(sync)?;
+    let tasks = await_go(sync)?;
     if let Some(cpus) = forked.affinity {
         rthread::sched_setaffinity(None, cpus).map_err(fail("restore the CPU affinity"))?;
     }
-    join_cgroups(forked.task_files)?;
+    join_cgroups(forked.task_files, tasks)?;
     unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
     mounts::execute(&rootfs, &mounts.after_go, &[]).map_err(fail("mounts"))?;
     // The launcher fills /dev, builds its mounts and the seccomp filter meanwhile, and
@@ -216,11 +216,11 @@ fn await_plan(sync: &OwnedFd) -> Result<(Plan, PlanMounts), InitFailure> {
     }
 }
 
-/// Waits for the launcher's go message ("G"): the cgroup exists with its limits. EOF
-/// means the launcher gave up.
-fn await_go(sync: &OwnedFd) -> Result<(), InitFailure> {
+/// Waits for the launcher's go message ("G"): the cgroup exists with its limits, and
+/// comes with its v1 `tasks` files, open for writing. EOF means the launcher gave up.
+fn await_go(sync: &OwnedFd) -> Result<Vec<OwnedFd>, InitFailure> {
     match receive(sync)? {
-        (bytes, fds) if bytes == b"G" && fds.is_empty() => Ok(()),
+        (bytes, fds) if bytes == b"G" => Ok(fds),
         (bytes, _) => Err(fail("wait for the launcher")(format!(
             "got {} bytes, not the go message",
             bytes.len()
@@ -250,17 +250,22 @@ fn receive(sync: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), InitFailure> {
     channel::receive(sync).map_err(fail("wait for the launcher"))
 }
 
-/// Joins the v1 hierarchies (cgroup2 was joined at clone): see `PendingCgroup::v1_task_files`.
-/// The files are opened write-only, without the create and truncate of `fs::write`.
-fn join_cgroups(task_files: &[PathBuf]) -> Result<(), InitFailure> {
-    use rustix::fs::{Mode, OFlags};
-    for file in task_files {
-        rustix::fs::open(file, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
-            .and_then(|fd| rustix::io::write(&fd, b"0"))
-            .map_err(|e| InitFailure {
-                code: 125,
-                message: format!("join cgroup {}: {e}", file.display()),
-            })?;
+/// Joins the v1 hierarchies (cgroup2 was joined at clone) through their `tasks` files,
+/// `task_files`, which the launcher opened (`tasks`, in the same order): see
+/// `PendingCgroup::v1_task_files`.
+fn join_cgroups(task_files: &[PathBuf], tasks: Vec<OwnedFd>) -> Result<(), InitFailure> {
+    if tasks.len() != task_files.len() {
+        return Err(fail("join the cgroups")(format!(
+            "the launcher sent {} tasks files for {} hierarchies",
+            tasks.len(),
+            task_files.len()
+        )));
+    }
+    for (file, fd) in task_files.iter().zip(tasks) {
+        rustix::io::write(&fd, b"0").map_err(|e| InitFailure {
+            code: 125,
+            message: format!("join cgroup {}: {e}", file.display()),
+        })?;
     }
     Ok(())
 }

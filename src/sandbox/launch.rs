@@ -26,8 +26,8 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 
-use super::{base, bundle, channel, init, mounts, security, Network, SandboxError, SandboxSpec};
-use crate::cgroup::{Cgroup, Hierarchy, Limits, PendingCgroup};
+use super::{base, bundle, channel, init, mounts, plan, security, Network, SandboxError, SandboxSpec};
+use crate::cgroup::{Cgroup, CgroupMounts, Hierarchy, Limits, PendingCgroup};
 use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
 
 /// How the container's process ended.
@@ -71,6 +71,8 @@ pub struct Forked {
     child: Option<(Pid, OwnedFd, OwnedFd)>,
     /// `None` once `launch` took it.
     pending: Option<PendingCgroup>,
+    /// The host's cgroup mounts, which the child rebuilds as /sys/fs/cgroup.
+    cgroup_mounts: CgroupMounts,
     placement: Option<Placement>,
 }
 
@@ -82,13 +84,15 @@ pub fn fork(id: &str, network: Network, limits: &Limits, hierarchy: &Hierarchy) 
     ensure_single_threaded().map_err(|source| SandboxError::Sys { op: "launch", source })?;
     let pending = hierarchy.begin(id, limits)?;
     let placement = Placement::new();
-    match clone_child(network, hierarchy, &pending, placement.as_ref()) {
+    let cgroup_mounts = hierarchy.mounts();
+    match clone_child(network, &cgroup_mounts, &pending, placement.as_ref()) {
         Ok(child) => Ok(Forked {
             id: id.to_string(),
             network,
             limits: limits.clone(),
             child: Some(child),
             pending: Some(pending),
+            cgroup_mounts,
             placement,
         }),
         Err(e) => {
@@ -134,13 +138,33 @@ impl Forked {
         let root = mounts::build_overlay(&spec.layers_dir, &lower, &spec.bundle, spec.remove).map_err(mount_err)?;
         let dev = mounts::clone_dev(&scratch).map_err(mount_err)?;
         send_plan(sock, spec, lower, [&scratch, &dev], root.as_ref())?;
-        drop((scratch, root));
-        // The limits are set here while the child builds its network namespace on the
-        // other core; it waits for the go message before it joins the v1 hierarchies.
+        drop(root);
+        // The limits are set here while the child attaches its root and makes its first
+        // mounts on the other core; it waits for the go message before it joins the v1
+        // hierarchies, through their `tasks` files opened here, and mounts them on the
+        // mount points made here.
         let pending = self.pending.take().expect("a pending cgroup until it starts");
+        let task_files = pending.v1_task_files();
         let cgroup = pending.finish().map_err(|e| self.kill(e.into()))?;
+        let ready = open_task_files(&task_files).and_then(|tasks| {
+            let points = plan::cgroup_mount_points(&self.cgroup_mounts)
+                .into_iter()
+                .map(|(name, _)| name);
+            mounts::make_cgroup_mount_points(&scratch, points).map_err(mount_err)?;
+            Ok(tasks)
+        });
+        drop(scratch);
+        let tasks = match ready {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                let e = self.kill(e);
+                let _ = cgroup.destroy();
+                return Err(e);
+            }
+        };
         let sock = &self.child.as_ref().expect("a forked child until it starts").2;
-        let sent = send(sock, b"G", &[], "send the go message to the container process");
+        let tasks: Vec<BorrowedFd> = tasks.iter().map(|fd| fd.as_fd()).collect();
+        let sent = send(sock, b"G", &tasks, "send the go message to the container process");
         drop(pinned);
         // While the child joins its cgroups and makes its first mounts: lo comes up in
         // its network namespace, and /dev and the seccomp filter are built for the last
@@ -208,14 +232,13 @@ impl Drop for Forked {
 /// a pidfd, and the parent's end of the sync socket.
 fn clone_child(
     network: Network,
-    hierarchy: &Hierarchy,
+    cgroup_mounts: &CgroupMounts,
     cgroup: &PendingCgroup,
     placement: Option<&Placement>,
 ) -> Result<(Pid, OwnedFd, OwnedFd), SandboxError> {
     let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
         .map_err(sys("create the sync socketpair"))?;
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    let cgroup_mounts = hierarchy.mounts();
     let task_files = cgroup.v1_task_files();
     let unified = match cgroup.unified_dir() {
         Some(dir) => Some(
@@ -236,7 +259,7 @@ fn clone_child(
             let forked = init::AtFork {
                 network,
                 task_files: &task_files,
-                cgroups: &cgroup_mounts,
+                cgroups: cgroup_mounts,
                 affinity: placement.map(|p| &p.allowed),
             };
             let failure = init::run(&forked, &theirs);
@@ -314,6 +337,18 @@ impl Drop for Pinned {
     fn drop(&mut self) {
         let _ = sched_setaffinity(None, &self.allowed);
     }
+}
+
+/// The v1 hierarchies' `tasks` files of the container's cgroup, opened write-only for
+/// the child to join them through (`PendingCgroup::v1_task_files`).
+fn open_task_files(files: &[PathBuf]) -> Result<Vec<OwnedFd>, SandboxError> {
+    files
+        .iter()
+        .map(|file| {
+            rustix::fs::open(file, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| io_err("open", file)(e.into()))
+        })
+        .collect()
 }
 
 /// Sends the child what it needs once the spec is known: its plan, whose overlay lower

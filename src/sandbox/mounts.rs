@@ -191,6 +191,26 @@ pub fn attach_scratch(scratch: &OwnedFd, dir: &Path) -> Result<Scratch, MountErr
     })
 }
 
+/// Makes the directories `names` in the scratch tmpfs's `cgroup` (the mount points of
+/// `plan::cgroup_mount_points`).
+pub fn make_cgroup_mount_points<'a>(
+    scratch: &OwnedFd,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), MountError> {
+    let dir = rfs::openat(
+        scratch,
+        "cgroup",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open", "/sys/fs/cgroup in the scratch tmpfs"))?;
+    exact_modes(|| {
+        names.into_iter().try_for_each(|name| {
+            rfs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)).map_err(err("mkdir in", "/sys/fs/cgroup"))
+        })
+    })
+}
+
 /// Runs `f` with the umask cleared, so that the modes it gives are exact.
 fn exact_modes<T>(f: impl FnOnce() -> T) -> T {
     let umask = rustix::process::umask(Mode::empty());

@@ -167,6 +167,25 @@ pub fn plan(input: &PlanInput) -> MountPlan {
     }
 }
 
+/// The mount points in /sys/fs/cgroup's tmpfs of a host with v1 hierarchies (none on a
+/// pure v2 host): each hierarchy's, named as on the host, with its mount options, and
+/// `unified` (no options: cgroup2) for a hybrid host's v2 part. The launcher makes
+/// them in the scratch tmpfs before the go message, for the child to mount on.
+pub fn cgroup_mount_points(mounts: &CgroupMounts) -> Vec<(&str, Option<&str>)> {
+    let mut points: Vec<(&str, Option<&str>)> = mounts
+        .v1
+        .iter()
+        .map(|(options, host)| {
+            let name = host.file_name().and_then(|n| n.to_str()).unwrap_or(options);
+            (name, Some(options.as_str()))
+        })
+        .collect();
+    if !points.is_empty() && mounts.unified.is_some() {
+        points.push(("unified", None));
+    }
+    points
+}
+
 /// /sys/fs/cgroup, read-only: cgroup2 when the host is pure v2; otherwise a tmpfs with
 /// each v1 hierarchy (and the v2 part of a hybrid host) mounted in it. With a cgroup
 /// namespace each shows the container's own cgroup as its root.
@@ -174,18 +193,18 @@ fn cgroup_ops(mounts: &CgroupMounts, tmpfs: &Path, ro: MountFlags) -> Vec<MountO
     if mounts.v1.is_empty() {
         return vec![fs("cgroup2", "/sys/fs/cgroup", ro, "")];
     }
-    // A tmpfs directory, made read-only once the hierarchies' mount points are in it.
+    // A tmpfs directory, made read-only once the hierarchies are mounted in it.
     let mut ops = vec![MountOp::Bind {
         source: tmpfs.to_path_buf(),
         target: "/sys/fs/cgroup".into(),
         readonly: false,
     }];
-    for (options, host) in &mounts.v1 {
-        let name = host.file_name().and_then(|n| n.to_str()).unwrap_or(options);
-        ops.push(fs("cgroup", &format!("/sys/fs/cgroup/{name}"), ro, options));
-    }
-    if mounts.unified.is_some() {
-        ops.push(fs("cgroup2", "/sys/fs/cgroup/unified", ro, ""));
+    for (name, options) in cgroup_mount_points(mounts) {
+        let (fstype, data) = match options {
+            Some(options) => ("cgroup", options),
+            None => ("cgroup2", ""),
+        };
+        ops.push(fs(fstype, &format!("/sys/fs/cgroup/{name}"), ro, data));
     }
     ops.push(MountOp::Seal {
         target: "/sys/fs/cgroup".into(),
@@ -288,6 +307,16 @@ mod tests {
                 ("cpu".into(), "/sys/fs/cgroup/cpu".into()),
             ],
         };
+        assert_eq!(
+            cgroup_mount_points(&cg),
+            [("memory", Some("memory")), ("cpu", Some("cpu")), ("unified", None)],
+            "what the launcher makes in the scratch tmpfs"
+        );
+        assert!(cgroup_mount_points(&CgroupMounts {
+            unified: Some("/sys/fs/cgroup".into()),
+            v1: vec![]
+        })
+        .is_empty());
         let ops = cgroup_ops(&cg, Path::new("/b/cgroup"), MountFlags::RDONLY);
         let targets: Vec<&str> = ops.iter().map(target).collect();
         assert_eq!(
