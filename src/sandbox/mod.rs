@@ -32,6 +32,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use bundle::TIDY_LOCK;
 pub use launch::{fork, launch, Exit, Forked, Running};
 
 use crate::cgroup::Limits;

@@ -146,6 +146,9 @@ impl Root {
     pub fn pooled_bundles(&self) -> (usize, usize) {
         let (mut clean, mut dirty) = (0, 0);
         for slot in self.entries("pool") {
+            if slot == petri::sandbox::TIDY_LOCK {
+                continue;
+            }
             let at = |sub: &str| self.entries(&format!("pool/{slot}/{sub}"));
             let shown = self.path().join("pool").join(&slot).display().to_string();
             if slot.starts_with("dirty-") {
@@ -156,7 +159,8 @@ impl Root {
                 assert_eq!(at("work/work"), Vec::<String>::new(), "{shown}");
             } else {
                 clean += 1;
-                assert_eq!(at(""), ["work"], "{shown}");
+                assert_eq!(at(""), ["upper", "work"], "{shown}");
+                assert_eq!(at("upper"), Vec::<String>::new(), "{shown}");
                 assert_eq!(at("work"), Vec::<String>::new(), "{shown}");
             }
         }
