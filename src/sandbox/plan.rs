@@ -120,14 +120,15 @@ fn fs(fstype: &'static str, target: &str, flags: MountFlags, data: &str) -> Moun
 pub struct MountPlan {
     /// While it waits for the go message (the launcher is still setting the cgroup up):
     /// proc, sysfs, /dev (empty until the launcher's last message, and not looked into
-    /// before) and the generated /etc files, none of which depends on the cgroup.
+    /// before) and the generated /etc files, none of which depends on the cgroup; and,
+    /// when the user binds nothing, the masks and read-only paths in /proc and /sys.
     pub before_go: Vec<MountOp>,
     /// Once it has joined its cgroups and made its cgroup namespace: /sys/fs/cgroup,
     /// whose hierarchies show the namespace's root.
     pub after_go: Vec<MountOp>,
     /// After the launcher's last message: /dev's mounts ([`PREBUILT`] and mqueue), then
-    /// the user's binds, which may land on any of the above, then the masks and the
-    /// read-only paths, which no bind may undo.
+    /// the user's binds, which may land on any of the above, then (with binds) the
+    /// masks and the read-only paths, which no bind may undo.
     pub after_last: Vec<MountOp>,
 }
 
@@ -155,11 +156,18 @@ pub fn plan(input: &PlanInput) -> MountPlan {
             readonly: *readonly,
         });
     }
-    after_last.extend(MASKED.iter().map(|t| MountOp::Mask {
+    // Without binds nothing after proc and sysfs can land where the masks are: they
+    // leave the child's path after the go message then.
+    let hiding = if input.binds.is_empty() {
+        &mut before_go
+    } else {
+        &mut after_last
+    };
+    hiding.extend(MASKED.iter().map(|t| MountOp::Mask {
         target: t.to_string(),
         empty: input.scratch.empty.clone(),
     }));
-    after_last.extend(READ_ONLY.iter().map(|t| MountOp::ReadOnly { target: t.to_string() }));
+    hiding.extend(READ_ONLY.iter().map(|t| MountOp::ReadOnly { target: t.to_string() }));
     MountPlan {
         before_go,
         after_go: cgroup_ops(input.cgroups, &input.scratch.cgroup, ro_sys),
@@ -296,6 +304,26 @@ mod tests {
             target: "/proc/kcore".into(),
             empty: "/b/empty".into()
         }));
+        assert!(!plan
+            .before_go
+            .iter()
+            .any(|o| matches!(o, MountOp::Mask { .. } | MountOp::ReadOnly { .. })));
+
+        let unbound = super::plan(&input(&cg, &[], &scratch));
+        let hidden = |ops: &[MountOp]| {
+            ops.iter()
+                .filter(|o| matches!(o, MountOp::Mask { .. } | MountOp::ReadOnly { .. }))
+                .count()
+        };
+        assert_eq!(
+            (hidden(&unbound.before_go), hidden(&unbound.after_last)),
+            (MASKED.len() + READ_ONLY.len(), 0),
+            "without binds the masks and read-only paths come before the go message"
+        );
+        assert_eq!(
+            targets(&unbound.before_go)[..4],
+            ["/proc", "/sys", "/dev", "/etc/hostname"]
+        );
     }
 
     #[test]
