@@ -1,6 +1,7 @@
 //! Executes the mount plan inside the container's new mount namespace, before
 //! pivot_root, and builds on the launcher's side the detached mounts the child attaches
-//! (the scratch tmpfs with the generated /etc files; /dev, its devpts and shm: see
+//! (the scratch tmpfs with the generated /etc files and the directories of /dev, the
+//! masks and /sys/fs/cgroup: see `plan::Scratch`; /dev's devpts and shm: see
 //! `plan::PREBUILT`). Every target is resolved with openat2(RESOLVE_IN_ROOT) against the
 //! rootfs, so a symlink planted in the image cannot redirect a mount onto the host, and
 //! the mount is made on `/proc/self/fd/N` of that resolved path (runc's technique).
