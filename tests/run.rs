@@ -532,6 +532,19 @@ fn privileges_are_reduced() {
     assert_eq!(out, "CapEff:\t0000000000000000\n");
 }
 
+/// petri takes the signals it forwards from a signalfd, blocked in itself; the
+/// container's process starts with none blocked. (What petri's caller ignores, such as
+/// the test harness's two realtime signals, stays ignored across exec.)
+#[test]
+fn the_container_starts_with_no_signal_blocked() {
+    let Some(root) = setup("the_container_starts_with_no_signal_blocked") else {
+        return;
+    };
+    let out = root.run(&["run", "--rm", "busybox", "grep", "^SigBlk:", "/proc/self/status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "SigBlk:\t0000000000000000\n");
+}
+
 #[test]
 fn a_fork_bomb_stops_at_the_pids_limit() {
     let Some(root) = setup("a_fork_bomb_stops_at_the_pids_limit") else {

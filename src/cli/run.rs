@@ -3,8 +3,6 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -180,24 +178,16 @@ fn limit_text(memory: Option<u64>) -> String {
     memory.map_or("none".into(), |m| format!("{} MiB", m >> 20))
 }
 
-/// Signal flags set by handlers, and a pipe that wakes the wait loop.
+/// The forwarded signals, blocked and read from a signalfd by the wait loop.
 struct Forwarder {
-    flags: Vec<(Signal, Arc<AtomicBool>)>,
-    wake: std::os::unix::net::UnixStream,
+    signals: std::os::fd::OwnedFd,
 }
 
 impl Forwarder {
     fn install() -> anyhow::Result<Forwarder> {
-        let (read, write) = std::os::unix::net::UnixStream::pair()?;
-        read.set_nonblocking(true)?;
-        let mut flags = Vec::new();
-        for sig in FORWARDED {
-            let flag = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register(sig.as_raw(), flag.clone())?;
-            signal_hook::low_level::pipe::register(sig.as_raw(), write.try_clone()?)?;
-            flags.push((sig, flag));
-        }
-        Ok(Forwarder { flags, wake: read })
+        let raw: Vec<i32> = FORWARDED.iter().map(|s| s.as_raw()).collect();
+        let signals = crate::sys::process::signalfd_for(&raw).context("blocking the forwarded signals")?;
+        Ok(Forwarder { signals })
     }
 
     /// Forwards signals, and relays the terminal when there is one, until the
@@ -208,7 +198,7 @@ impl Forwarder {
         loop {
             let mut fds = vec![
                 PollFd::from_borrowed_fd(running.pidfd(), PollFlags::IN),
-                PollFd::new(&self.wake, PollFlags::IN),
+                PollFd::new(&self.signals, PollFlags::IN),
             ];
             if let (Some(t), true) = (tty, tty_open) {
                 fds.push(PollFd::from_borrowed_fd(t, PollFlags::IN));
@@ -223,11 +213,12 @@ impl Forwarder {
             let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
             drop(fds);
             let exited = ready[0];
-            let mut drain = [0u8; 64];
-            while rustix::io::read(self.wake.as_fd(), &mut drain).is_ok_and(|n| n > 0) {}
-            for (sig, flag) in &self.flags {
-                if flag.swap(false, Ordering::SeqCst) && !exited {
-                    let _ = running.signal(*sig);
+            while let Some(raw) = crate::sys::process::read_signal(self.signals.as_fd()).context("reading a signal")? {
+                match Signal::from_named_raw(raw) {
+                    Some(sig) if !exited => {
+                        let _ = running.signal(sig);
+                    }
+                    _ => {}
                 }
             }
             if let Some(t) = tty {

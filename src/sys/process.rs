@@ -101,6 +101,52 @@ fn thread_count() -> io::Result<usize> {
     Ok((task.st_nlink as usize).saturating_sub(2))
 }
 
+/// Blocks `signals` in the calling thread and returns a signalfd (nonblocking,
+/// close-on-exec) that reports them instead; [`read_signal`] takes them from it. A
+/// blocked signal stays pending until read: nothing of petri's runs in a handler, and
+/// one descriptor replaces a handler and a wakeup pipe per signal. A child forked
+/// afterwards inherits the mask, which exec (std's) clears.
+pub fn signalfd_for(signals: &[i32]) -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; sigemptyset and sigaddset only write to it.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &signal in signals {
+            if libc::sigaddset(&mut set, signal) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    // SAFETY: pthread_sigmask reads `set` and changes only the calling thread's mask.
+    let blocked = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if blocked != 0 {
+        return Err(io::Error::from_raw_os_error(blocked));
+    }
+    // SAFETY: signalfd(-1, ...) makes a new descriptor from `set`, which it only reads.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The next pending signal of a [`signalfd_for`] descriptor; `None` when there is none.
+pub fn read_signal(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    // SAFETY: signalfd_siginfo is plain data; all-zero is a valid value.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is writable for `size` bytes, the size a signalfd read fills.
+    let n = unsafe { libc::read(fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
+    match n {
+        n if n == size as isize => Ok(Some(info.ssi_signo as i32)),
+        -1 if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Ok(None),
+        -1 => Err(io::Error::last_os_error()),
+        n => Err(io::Error::other(format!("short read of {n} bytes from a signalfd"))),
+    }
+}
+
 /// Sets IFF_UP on the loopback interface of the network namespace `sock` was made in
 /// (an ioctl acts on its socket's namespace, whichever the caller is in).
 pub fn loopback_up(sock: BorrowedFd<'_>) -> io::Result<()> {
