@@ -2,6 +2,7 @@
 //! `Printer` through which every user-facing line goes.
 
 mod image;
+mod log;
 mod printer;
 mod progress;
 mod quick;
@@ -73,22 +74,21 @@ pub enum Command {
     Launcher,
 }
 
-/// Logs on stderr: petri's warnings, its debug lines with `-v`, or what PETRI_LOG asks
-/// for (an EnvFilter directive list). Without PETRI_LOG the filter is a static one, as
-/// the log setup is on the path of every `petri run`.
+/// Logs on stderr: petri's warnings (`log::Warnings`), its debug lines with `-v`, or
+/// what PETRI_LOG asks for (an EnvFilter directive list). Without PETRI_LOG the filter
+/// is a static one, and without `-v` there is no span registry either, as the log set-up
+/// is on the path of every `petri run`.
 pub fn init_tracing(verbose: bool) {
     use tracing_subscriber::{filter::Targets, fmt, prelude::*, EnvFilter};
     let layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
     match EnvFilter::try_from_env("PETRI_LOG") {
         Ok(filter) => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
-        Err(_) => {
-            let level = if verbose {
-                tracing::Level::DEBUG
-            } else {
-                tracing::Level::WARN
-            };
-            let filter = Targets::new().with_target("petri", level);
+        Err(_) if verbose => {
+            let filter = Targets::new().with_target("petri", tracing::Level::DEBUG);
             tracing_subscriber::registry().with(layer.with_filter(filter)).init()
+        }
+        Err(_) => {
+            let _ = tracing::subscriber::set_global_default(log::Warnings::new(std::io::stderr()));
         }
     }
 }
