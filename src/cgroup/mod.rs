@@ -34,6 +34,7 @@ mod plan;
 use std::io;
 use std::path::PathBuf;
 
+pub(crate) use detect::NEEDED;
 pub use detect::{CgroupMounts, Controller, Hierarchy, Version};
 pub use devices::{default_devices, DeviceKind, DeviceRule};
 pub use live::{Cgroup, PendingCgroup};

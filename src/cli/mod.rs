@@ -80,12 +80,12 @@ pub enum Command {
 /// is on the path of every `petri run`.
 pub fn init_tracing(verbose: bool) {
     use tracing_subscriber::{filter::Targets, fmt, prelude::*, EnvFilter};
-    let layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let layer = || fmt::layer().with_writer(std::io::stderr).with_target(false);
     match EnvFilter::try_from_env("PETRI_LOG") {
-        Ok(filter) => tracing_subscriber::registry().with(layer.with_filter(filter)).init(),
+        Ok(filter) => tracing_subscriber::registry().with(layer().with_filter(filter)).init(),
         Err(_) if verbose => {
             let filter = Targets::new().with_target("petri", tracing::Level::DEBUG);
-            tracing_subscriber::registry().with(layer.with_filter(filter)).init()
+            tracing_subscriber::registry().with(layer().with_filter(filter)).init()
         }
         Err(_) => {
             let _ = tracing::subscriber::set_global_default(log::Warnings::new(std::io::stderr()));

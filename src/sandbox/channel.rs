@@ -12,10 +12,12 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-/// The most descriptors one message carries: the go message's `tasks` files, one per v1
-/// hierarchy of a controller petri limits (five), more than the plan's three (the
-/// scratch tmpfs, /dev and the root).
-const MAX_FDS: usize = 5;
+use crate::cgroup::NEEDED;
+
+/// The most descriptors one message carries: the go message's `tasks` files, at most
+/// one per controller petri limits (`cgroup::NEEDED`), or the plan's three (the scratch
+/// tmpfs, /dev and the root).
+const MAX_FDS: usize = if NEEDED.len() > 3 { NEEDED.len() } else { 3 };
 
 /// Sends `bytes` with `fds` (at most [`MAX_FDS`]) as one message. A closed peer is an
 /// error (EPIPE), never a SIGPIPE.

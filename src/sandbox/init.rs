@@ -129,7 +129,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     // only the mounts made from it keep it alive.
     let scratch_parts = mounts::attach_scratch(&scratch, &plan.bundle).map_err(fail("scratch tmpfs"))?;
     drop(scratch);
-    let rootfs = plan.bundle.join("root");
+    let rootfs = mounts::root_mount_point(&plan.bundle);
     match root {
         Root::Built(built) => mounts::attach(&built, &rootfs, "attach the root filesystem on"),
         Root::Layers { upper, work } => {

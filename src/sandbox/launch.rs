@@ -10,10 +10,9 @@
 //! the v1 hierarchies itself). While the child mounts /sys/fs/cgroup, bring lo up in its
 //! network namespace (on a socket it made there), compile the seccomp filter, fill /dev
 //! and build its devpts and shm as detached mounts, and send those as the last message;
-//! then ready a pooled bundle
-//! for a later `--rm` run (`bundle::tidy`), learn over the same socket whether exec
-//! succeeded (EOF with no message means it did), wait, signal, and clean up: the cgroup
-//! and everything in it, and the bundle when asked.
+//! then ready a pooled bundle for a later `--rm` run (`bundle::tidy`), learn over the
+//! same socket whether exec succeeded (EOF with no message means it did), wait, signal,
+//! and clean up: the cgroup and everything in it, and the bundle when asked.
 
 use std::fs;
 use std::io::{self, Write};
@@ -73,6 +72,8 @@ pub struct Forked {
     pending: Option<PendingCgroup>,
     /// The host's cgroup mounts, which the child rebuilds as /sys/fs/cgroup.
     cgroup_mounts: CgroupMounts,
+    /// The v1 `tasks` files the child joins (`PendingCgroup::v1_task_files`).
+    task_files: Vec<PathBuf>,
     placement: Option<Placement>,
 }
 
@@ -85,7 +86,8 @@ pub fn fork(id: &str, network: Network, limits: &Limits, hierarchy: &Hierarchy) 
     let pending = hierarchy.begin(id, limits)?;
     let placement = Placement::new();
     let cgroup_mounts = hierarchy.mounts();
-    match clone_child(network, &cgroup_mounts, &pending, placement.as_ref()) {
+    let task_files = pending.v1_task_files();
+    match clone_child(network, &cgroup_mounts, &task_files, &pending, placement.as_ref()) {
         Ok(child) => Ok(Forked {
             id: id.to_string(),
             network,
@@ -93,6 +95,7 @@ pub fn fork(id: &str, network: Network, limits: &Limits, hierarchy: &Hierarchy) 
             child: Some(child),
             pending: Some(pending),
             cgroup_mounts,
+            task_files,
             placement,
         }),
         Err(e) => {
@@ -144,9 +147,8 @@ impl Forked {
         // hierarchies, through their `tasks` files opened here, and mounts them on the
         // mount points made here.
         let pending = self.pending.take().expect("a pending cgroup until it starts");
-        let task_files = pending.v1_task_files();
         let cgroup = pending.finish().map_err(|e| self.kill(e.into()))?;
-        let ready = open_task_files(&task_files).and_then(|tasks| {
+        let ready = open_task_files(&self.task_files).and_then(|tasks| {
             let points = plan::cgroup_mount_points(&self.cgroup_mounts)
                 .into_iter()
                 .map(|(name, _)| name);
@@ -233,13 +235,13 @@ impl Drop for Forked {
 fn clone_child(
     network: Network,
     cgroup_mounts: &CgroupMounts,
+    task_files: &[PathBuf],
     cgroup: &PendingCgroup,
     placement: Option<&Placement>,
 ) -> Result<(Pid, OwnedFd, OwnedFd), SandboxError> {
     let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
         .map_err(sys("create the sync socketpair"))?;
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    let task_files = cgroup.v1_task_files();
     let unified = match cgroup.unified_dir() {
         Some(dir) => Some(
             rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -258,7 +260,7 @@ fn clone_child(
             drop(ours);
             let forked = init::AtFork {
                 network,
-                task_files: &task_files,
+                task_files,
                 cgroups: cgroup_mounts,
                 affinity: placement.map(|p| &p.allowed),
             };

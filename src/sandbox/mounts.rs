@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -92,7 +92,7 @@ pub fn build_overlay(
     bundle: &Path,
     volatile: bool,
 ) -> Result<Option<OwnedFd>, MountError> {
-    let shown = bundle.join("root").display().to_string();
+    let shown = root_mount_point(bundle).display().to_string();
     let (layers, upper, work) = (
         open_dir(layers_dir, "open")?,
         open_dir(&bundle.join("upper"), "open")?,
@@ -133,9 +133,24 @@ pub fn attach(detached: &OwnedFd, dir: &Path, what: &'static str) -> Result<(), 
         .map_err(err(what, &dir.display().to_string()))
 }
 
-/// The scratch tmpfs's directories besides the generated files: the root's mount point,
+/// The scratch tmpfs's directories besides the generated files: the root's mount point
 /// and those of [`Scratch`] (/dev's, filled after the plan is sent by [`build_dev`]).
-const SCRATCH_DIRS: [(&str, u32); 4] = [("root", 0o755), ("dev", 0o755), ("cgroup", 0o755), ("empty", 0o555)];
+const SCRATCH_ROOT: &str = "root";
+const SCRATCH_DEV: &str = "dev";
+const SCRATCH_CGROUP: &str = "cgroup";
+const SCRATCH_EMPTY: &str = "empty";
+const SCRATCH_DIRS: [(&str, u32); 4] = [
+    (SCRATCH_ROOT, 0o755),
+    (SCRATCH_DEV, 0o755),
+    (SCRATCH_CGROUP, 0o755),
+    (SCRATCH_EMPTY, 0o555),
+];
+
+/// Where the child attaches the root filesystem: a directory of the scratch tmpfs, which
+/// the child attaches over `bundle`.
+pub fn root_mount_point(bundle: &Path) -> PathBuf {
+    bundle.join(SCRATCH_ROOT)
+}
 
 /// The launcher's half of the scratch tmpfs: a detached tmpfs holding the generated
 /// files (`contents` in the order of [`GENERATED`], under their file names), the
@@ -153,23 +168,26 @@ pub fn build_scratch(contents: &[String; 3]) -> Result<OwnedFd, MountError> {
         &[("mode", "755"), ("size", "65536k")],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_STRICTATIME,
     )?;
+    // The modes are exact: the launcher's umask must not narrow them.
     exact_modes(|| {
-        SCRATCH_DIRS.iter().try_for_each(|(dir, mode)| {
-            rfs::mkdirat(&fs, *dir, Mode::from_raw_mode(*mode)).map_err(err("mkdir in", shown))
-        })
+        for (dir, mode) in SCRATCH_DIRS {
+            rfs::mkdirat(&fs, dir, Mode::from_raw_mode(mode)).map_err(err("mkdir in", shown))?;
+        }
+        for (target, text) in GENERATED.iter().zip(contents) {
+            let name = Path::new(target).file_name().unwrap_or_default();
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+            let file =
+                rfs::openat(&fs, name, flags, Mode::from_raw_mode(0o644)).map_err(err("create a file in", shown))?;
+            std::io::Write::write_all(&mut std::fs::File::from(file), text.as_bytes()).map_err(|source| {
+                MountError {
+                    op: "write a file in",
+                    target: shown.to_string(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
     })?;
-    for (target, text) in GENERATED.iter().zip(contents) {
-        let name = Path::new(target).file_name().unwrap_or_default();
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-        let file = rfs::openat(&fs, name, flags, Mode::from_raw_mode(0o644)).map_err(err("create a file in", shown))?;
-        // The launcher's umask must not narrow the mode.
-        rfs::fchmod(&file, Mode::from_raw_mode(0o644)).map_err(err("chmod a file in", shown))?;
-        std::io::Write::write_all(&mut std::fs::File::from(file), text.as_bytes()).map_err(|source| MountError {
-            op: "write a file in",
-            target: shown.to_string(),
-            source,
-        })?;
-    }
     Ok(fs)
 }
 
@@ -177,7 +195,7 @@ pub fn build_scratch(contents: &[String; 3]) -> Result<OwnedFd, MountError> {
 /// empty directory is bound onto itself read-only, for the masks to bind.
 pub fn attach_scratch(scratch: &OwnedFd, dir: &Path) -> Result<Scratch, MountError> {
     attach(scratch, dir, "attach the scratch tmpfs on")?;
-    let empty = dir.join("empty");
+    let empty = dir.join(SCRATCH_EMPTY);
     let shown = empty.display().to_string();
     rmount::mount_bind(&empty, &empty).map_err(err("bind", &shown))?;
     let sealed = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
@@ -187,7 +205,7 @@ pub fn attach_scratch(scratch: &OwnedFd, dir: &Path) -> Result<Scratch, MountErr
             .iter()
             .map(|target| (dir.join(Path::new(target).file_name().unwrap_or_default()), *target))
             .collect(),
-        cgroup: dir.join("cgroup"),
+        cgroup: dir.join(SCRATCH_CGROUP),
         empty,
     })
 }
@@ -200,7 +218,7 @@ pub fn make_cgroup_mount_points<'a>(
 ) -> Result<(), MountError> {
     let dir = rfs::openat(
         scratch,
-        "cgroup",
+        SCRATCH_CGROUP,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
@@ -229,7 +247,7 @@ pub type Detached = Vec<(&'static str, OwnedFd)>;
 /// the other would.
 pub fn clone_dev(scratch: &OwnedFd) -> Result<OwnedFd, MountError> {
     let flags = rmount::OpenTreeFlags::OPEN_TREE_CLONE | rmount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
-    rmount::open_tree(scratch, "dev", flags).map_err(err("clone", "/dev of the scratch tmpfs"))
+    rmount::open_tree(scratch, SCRATCH_DEV, flags).map_err(err("clone", "/dev of the scratch tmpfs"))
 }
 
 /// The launcher's half of /dev: makes its device nodes, links and mount points in `dev`
@@ -475,7 +493,6 @@ mod tests {
     use super::*;
     use crate::sys::process::{unshare_namespace, SharedView};
     use std::fs;
-    use std::path::PathBuf;
 
     fn read_at(root: &OwnedFd, name: &str) -> String {
         let file = rfs::openat(root, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).unwrap();

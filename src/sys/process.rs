@@ -134,16 +134,13 @@ pub fn signalfd_for(signals: &[i32]) -> io::Result<OwnedFd> {
 
 /// The next pending signal of a [`signalfd_for`] descriptor; `None` when there is none.
 pub fn read_signal(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
-    // SAFETY: signalfd_siginfo is plain data; all-zero is a valid value.
-    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::signalfd_siginfo>();
-    // SAFETY: `info` is writable for `size` bytes, the size a signalfd read fills.
-    let n = unsafe { libc::read(fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
-    match n {
-        n if n == size as isize => Ok(Some(info.ssi_signo as i32)),
-        -1 if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Ok(None),
-        -1 => Err(io::Error::last_os_error()),
-        n => Err(io::Error::other(format!("short read of {n} bytes from a signalfd"))),
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    match rustix::io::read(fd, &mut info) {
+        // ssi_signo, the struct's first field.
+        Ok(n) if n == info.len() => Ok(Some(u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32)),
+        Ok(n) => Err(io::Error::other(format!("short read of {n} bytes from a signalfd"))),
+        Err(rustix::io::Errno::AGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -276,5 +273,21 @@ mod tests {
             }
         }
         panic!("the thread count never held still");
+    }
+
+    /// A blocked signal sent to the thread is read back from the signalfd, once. In a
+    /// thread of its own, whose mask goes with it.
+    #[test]
+    fn a_blocked_signal_is_read_from_the_signalfd() {
+        std::thread::spawn(|| {
+            let fd = signalfd_for(&[libc::SIGUSR2]).unwrap();
+            assert_eq!(read_signal(fd.as_fd()).unwrap(), None);
+            // SAFETY: raise sends SIGUSR2 to this thread, which has it blocked.
+            assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0);
+            assert_eq!(read_signal(fd.as_fd()).unwrap(), Some(libc::SIGUSR2));
+            assert_eq!(read_signal(fd.as_fd()).unwrap(), None);
+        })
+        .join()
+        .unwrap();
     }
 }
