@@ -26,9 +26,13 @@
 //! get the same bundle, and tidies take turns ([`TIDY_LOCK`]), so none moves on a
 //! bundle another is cleaning, whose `upper` it did not make.
 
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, CWD};
 
 use super::SandboxError;
 use crate::image::lock::FileLock;
@@ -78,7 +82,7 @@ pub fn prepare(bundle: &Path, pool: Option<&Path>) -> Result<(), SandboxError> {
 /// goes at [`release`].
 pub fn drop_volatile_marker(bundle: &Path) {
     let marker = bundle.join("work/work/incompat");
-    if let Err(e) = fs::remove_dir_all(&marker) {
+    if let Err(e) = remove_tree(&marker) {
         tracing::debug!(path = %marker.display(), error = %e, "removing the volatile overlay's marker early");
     }
 }
@@ -94,43 +98,92 @@ pub fn release(bundle: &Path, pool: Option<&Path>) -> Result<(), SandboxError> {
             Err(e) => tracing::debug!(bundle = %bundle.display(), error = %e, "keeping an emptied bundle for reuse"),
         }
     }
-    fs::remove_dir_all(bundle).map_err(io_err("remove", bundle))
+    remove_tree(bundle).map_err(io_err("remove", bundle))
 }
 
 /// Leaves `bundle` holding at most an empty `upper` and a `work` with at most an empty
 /// `work` in it: the directories petri and the kernel made, none of what was in them.
 fn empty_dirs_only(bundle: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(bundle)? {
-        let entry = entry?;
-        match entry.file_name().to_str() {
-            Some("upper") if entry.file_type()?.is_dir() => empty(&entry.path())?,
-            Some("work") if entry.file_type()?.is_dir() => {
-                for inner in fs::read_dir(entry.path())? {
-                    let inner = inner?;
-                    if inner.file_name() == "work" && inner.file_type()?.is_dir() {
-                        empty(&inner.path())?;
+    let mut bundle = open_dir(CWD, bundle)?;
+    for (name, is_dir) in entries(&mut bundle)? {
+        match name.to_bytes() {
+            b"upper" if is_dir => empty(&mut open_dir(bundle.fd()?, name.as_c_str())?)?,
+            b"work" if is_dir => {
+                let mut work = open_dir(bundle.fd()?, name.as_c_str())?;
+                for (inner, inner_is_dir) in entries(&mut work)? {
+                    if inner.to_bytes() == b"work" && inner_is_dir {
+                        empty(&mut open_dir(work.fd()?, inner.as_c_str())?)?;
                     } else {
-                        remove_entry(&inner)?;
+                        remove_entry(&work, &inner, inner_is_dir)?;
                     }
                 }
             }
-            _ => remove_entry(&entry)?,
+            _ => remove_entry(&bundle, &name, is_dir)?,
         }
     }
     Ok(())
 }
 
-/// Removes everything in the directory `dir`.
-fn empty(dir: &Path) -> io::Result<()> {
-    fs::read_dir(dir)?.try_for_each(|entry| remove_entry(&entry?))
+// Directories are read and removed here with getdents64 into petri's own buffer
+// (rustix's `Dir`), through descriptors, never following a symlink (as std's
+// `remove_dir_all` does, CVE-2022-21658). Not with std's `read_dir`/`remove_dir_all`:
+// they go through libc's opendir, and musl allocates each DIR with its own allocator,
+// which maps a fresh page group and unmaps it again each time, ~0.02 ms a directory on
+// the project's VM, and a `--rm` run's cleanup reads four.
+
+/// Opens the directory `path` (relative to `at`) to read or remove what is in it; a
+/// symlink there is refused (ELOOP or ENOTDIR), not followed.
+fn open_dir<P: rustix::path::Arg>(at: impl AsFd, path: P) -> io::Result<Dir> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(Dir::new(rustix::fs::openat(at, path, flags, Mode::empty())?)?)
 }
 
-fn remove_entry(entry: &fs::DirEntry) -> io::Result<()> {
-    if entry.file_type()?.is_dir() {
-        fs::remove_dir_all(entry.path())
-    } else {
-        fs::remove_file(entry.path())
+/// The entries of `dir` but `.` and `..`, each with whether it is a directory (asked
+/// with a stat where the filesystem does not say).
+fn entries(dir: &mut Dir) -> io::Result<Vec<(CString, bool)>> {
+    let mut listed = Vec::new();
+    for entry in dir.by_ref() {
+        let entry = entry?;
+        if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            listed.push((entry.file_name().to_owned(), entry.file_type()));
+        }
     }
+    listed
+        .into_iter()
+        .map(|(name, file_type)| {
+            let file_type = match file_type {
+                FileType::Unknown => {
+                    let stat = rustix::fs::statat(dir.fd()?, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+                    FileType::from_raw_mode(stat.st_mode)
+                }
+                known => known,
+            };
+            Ok((name, file_type == FileType::Directory))
+        })
+        .collect()
+}
+
+/// Removes everything in `dir`.
+fn empty(dir: &mut Dir) -> io::Result<()> {
+    entries(dir)?
+        .into_iter()
+        .try_for_each(|(name, is_dir)| remove_entry(dir, &name, is_dir))
+}
+
+/// Removes `name` from `dir`: a file or symlink, or a directory and everything in it.
+fn remove_entry(dir: &Dir, name: &CStr, is_dir: bool) -> io::Result<()> {
+    if is_dir {
+        empty(&mut open_dir(dir.fd()?, name)?)?;
+        Ok(rustix::fs::unlinkat(dir.fd()?, name, AtFlags::REMOVEDIR)?)
+    } else {
+        Ok(rustix::fs::unlinkat(dir.fd()?, name, AtFlags::empty())?)
+    }
+}
+
+/// Removes the directory `path` and everything in it.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    empty(&mut open_dir(CWD, path)?)?;
+    fs::remove_dir(path)
 }
 
 /// Turns one dirty bundle of `pool`, if there is one, into a clean one: removes its
@@ -164,7 +217,7 @@ pub fn tidy(pool: &Path) {
 /// `remove_dir_all`, where a directory already gone (another tidy got there first) is
 /// not a failure.
 fn remove_if_there(dir: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(dir) {
+    match remove_tree(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
