@@ -402,6 +402,36 @@ fn users_and_groups_come_from_the_image() {
     assert!(stderr(&out).contains("user \"nosuch\" not found"), "{}", stderr(&out));
 }
 
+/// petri works out the user and the program from the image's files before the process
+/// has its mounts, unless a bind could cover them: then the bound files decide.
+#[test]
+fn binds_over_etc_passwd_and_path_decide() {
+    let Some(root) = setup("binds_over_etc_passwd_and_path_decide") else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    let passwd = host.path().join("passwd");
+    std::fs::write(
+        &passwd,
+        "root:x:0:0:root:/root:/bin/sh\nbound:x:2000:2000::/home/bound:/bin/sh\n",
+    )
+    .unwrap();
+    let bind = format!("{}:/etc/passwd", passwd.display());
+    let (_, out) = sh(&root, &["--user", "bound", "--mount", &bind], "id -u; echo $HOME");
+    assert_eq!(out, "2000\n/home/bound\n");
+    let bin = host.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let tool = bin.join("bound-tool");
+    std::fs::write(&tool, "#!/bin/sh\necho from the bound PATH directory\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bind = format!("{}:/usr/local/bin", bin.display());
+    let out = run(&root, &["--mount", &bind, "busybox", "bound-tool"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from the bound PATH directory\n");
+    let out = run(&root, &["busybox", "bound-tool"]);
+    assert_eq!(out.status.code(), Some(127), "not in the image itself");
+}
+
 #[test]
 fn entrypoint_and_cmd_overrides() {
     let Some(root) = setup("entrypoint_and_cmd_overrides") else {

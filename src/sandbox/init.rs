@@ -6,10 +6,11 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{Access, FileType, Mode, OFlags, ResolveFlags};
 use rustix::process::{self as rproc, Resource, Rlimit};
 use rustix::thread::{self as rthread, CpuSet};
 
@@ -98,7 +99,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     if forked.network == Network::Isolated {
         unshare_namespace(SharedView::Network).map_err(fail("unshare the network namespace"))?;
         // The launcher brings lo up on a socket made in the new namespace, in parallel
-        // with the mounts below; its last message (`await_last`) comes after.
+        // with the mounts below; its third message (`await_last`) comes after.
         let socket = rustix::net::socket_with(
             rustix::net::AddressFamily::INET,
             rustix::net::SocketType::DGRAM,
@@ -160,7 +161,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
     mounts::execute(&rootfs, &mounts.after_go, &[]).map_err(fail("mounts"))?;
     // The launcher fills /dev, builds its mounts and the seccomp filter meanwhile, and
-    // sends them in its last message.
+    // sends them in its third message.
     let (filter, dev) = await_last(sync)?;
     mounts::execute(&rootfs, &mounts.after_last, &dev).map_err(fail("mounts"))?;
     drop(dev);
@@ -170,9 +171,13 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     }
     rustix::system::sethostname(plan.hostname.as_bytes()).map_err(fail("sethostname"))?;
     rproc::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    let user = lookup_user(&plan)?;
+    let resolved = await_resolved(sync)?;
+    let user = match resolved.user {
+        Some(user) => user,
+        None => lookup_user(&plan.process, &RootFiles::Pivoted)?,
+    };
     enter_workdir(&plan.process.cwd)?;
-    set_limits()?;
+    set_limits(resolved.nofile)?;
     if !plan.process.stdin && !plan.process.tty {
         redirect_stdin_to_null()?;
     }
@@ -182,7 +187,10 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     security::set_no_new_privs().map_err(fail("no_new_privs"))?;
     cloexec_all_fds()?;
     let env = with_home(&plan.process.env, &user.home);
-    let program = find_program(&plan.process.argv[0], &env)?;
+    let program = match resolved.program {
+        Some(program) => program,
+        None => find_program(&plan.process.argv[0], &env, &RootFiles::Pivoted)?,
+    };
     security::install_filter(&filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&plan.process.argv[0])
@@ -228,7 +236,7 @@ fn await_go(sync: &OwnedFd) -> Result<Vec<OwnedFd>, InitFailure> {
     }
 }
 
-/// Waits for the launcher's last message, which it builds while the child makes its
+/// Waits for the launcher's third message, which it builds while the child makes its
 /// first mounts and sends once lo is up in an isolated network namespace (on the socket
 /// the child sent at the start): the seccomp filter to install before exec, carrying
 /// the detached mounts of [`PREBUILT`] in that order. EOF means the launcher gave up.
@@ -243,6 +251,14 @@ fn await_last(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFail
             PREBUILT.len()
         ))),
     }
+}
+
+/// What the launcher worked out from the container's files while the child made its
+/// last mounts and pivoted (the fourth and last message, [`resolve`]). EOF means the
+/// launcher gave up.
+fn await_resolved(sync: &OwnedFd) -> Result<Resolved, InitFailure> {
+    let (bytes, _) = receive(sync)?;
+    serde_json::from_slice(&bytes).map_err(|e| fail("wait for the launcher")(format!("no user and program came: {e}")))
 }
 
 /// One message from the launcher (`channel::receive`).
@@ -294,12 +310,99 @@ fn pivot_root(rootfs: &Path) -> Result<(), InitFailure> {
     rproc::chdir("/").map_err(fail("chdir /"))
 }
 
-fn lookup_user(plan: &Plan) -> Result<User, InitFailure> {
-    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+/// What the launcher works out for the child from the container's files, through the
+/// detached overlay root, once it has sent its third message: the child, between that
+/// message and exec, has the rest of its setup (its last mounts, pivot_root and the
+/// old root's detach) to do first, and the launcher nothing. It sends the open-files
+/// limit always, and who the process runs as and the program to exec where its view of
+/// the files is the container's: `root` is the overlay root (`None` when the child
+/// mounted the layers itself) and there are no user binds (`binds`), which might cover
+/// /etc/passwd or a directory on PATH. The program only for root, whose access checks
+/// are the launcher's (CAP_DAC_OVERRIDE is in Docker's default set). The child works
+/// out whatever is left `None` itself, after pivot_root.
+pub fn resolve(process: &ProcessSpec, root: Option<BorrowedFd>, binds: bool) -> Result<Resolved, InitFailure> {
+    let mut resolved = Resolved {
+        user: None,
+        program: None,
+        nofile: open_files_limit(),
+    };
+    if let (Some(root), false) = (root, binds) {
+        let files = RootFiles::Detached(root);
+        let user = lookup_user(process, &files)?;
+        if user.uid == 0 {
+            resolved.program = Some(find_program(&process.argv[0], &process.env, &files)?);
+        }
+        resolved.user = Some(user);
+    }
+    Ok(resolved)
+}
+
+/// The fourth message ([`resolve`]).
+#[derive(Serialize, Deserialize)]
+pub struct Resolved {
+    user: Option<User>,
+    program: Option<PathBuf>,
+    /// RLIMIT_NOFILE to set ([`set_limits`]).
+    nofile: u64,
+}
+
+/// The container's files as [`lookup_user`] and [`find_program`] see them: the child's
+/// own after pivot_root, or the launcher's through the overlay root, symlinks resolved
+/// as if it were `/` (openat2 RESOLVE_IN_ROOT), which is what the child would see
+/// where no mount covers them.
+pub enum RootFiles<'a> {
+    Pivoted,
+    Detached(BorrowedFd<'a>),
+}
+
+impl RootFiles<'_> {
+    /// The text of the file at the absolute `path`; empty when it cannot be read.
+    fn read(&self, path: &str) -> String {
+        match self {
+            RootFiles::Pivoted => fs::read_to_string(path).unwrap_or_default(),
+            RootFiles::Detached(root) => open_in(*root, path, OFlags::RDONLY)
+                .and_then(|fd| io::read_to_string(fs::File::from(fd)))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether `path` is a regular file the caller may execute (access(2)'s X_OK).
+    fn executable(&self, path: &Path) -> bool {
+        match self {
+            RootFiles::Pivoted => {
+                let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+                    return false;
+                };
+                rustix::fs::access(c.as_c_str(), Access::EXEC_OK).is_ok() && path.is_file()
+            }
+            // faccessat2's AT_EMPTY_PATH is what this needs, which rustix does not pass
+            // on; the descriptor's magic link gets the kernel's own check the same way.
+            RootFiles::Detached(root) => open_in(*root, path, OFlags::PATH).is_ok_and(|fd| {
+                rustix::fs::fstat(&fd).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+                    && rustix::fs::access(format!("/proc/self/fd/{}", fd.as_raw_fd()), Access::EXEC_OK).is_ok()
+            }),
+        }
+    }
+}
+
+/// Opens the absolute `path` inside `root` (see [`RootFiles`]).
+fn open_in(root: BorrowedFd, path: impl AsRef<Path>, flags: OFlags) -> io::Result<OwnedFd> {
+    let relative = path.as_ref().strip_prefix("/").unwrap_or(path.as_ref());
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    Ok(rustix::fs::openat2(
+        root,
+        relative,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve,
+    )?)
+}
+
+fn lookup_user(process: &ProcessSpec, files: &RootFiles) -> Result<User, InitFailure> {
     resolve_user(
-        plan.process.user.as_deref().unwrap_or(""),
-        &read("/etc/passwd"),
-        &read("/etc/group"),
+        process.user.as_deref().unwrap_or(""),
+        &files.read("/etc/passwd"),
+        &files.read("/etc/group"),
     )
     .map_err(|e| InitFailure {
         code: 125,
@@ -319,13 +422,18 @@ fn enter_workdir(cwd: &str) -> Result<(), InitFailure> {
     Ok(())
 }
 
-/// Open files: Docker's 1048576 (capped by fs.nr_open); without CAP_SYS_RESOURCE to
-/// raise the hard limit, the soft limit is raised to the inherited hard one.
-fn set_limits() -> Result<(), InitFailure> {
+/// Open files: Docker's 1048576, capped by fs.nr_open (one value for the whole kernel,
+/// read by the launcher).
+fn open_files_limit() -> u64 {
     let ceiling = fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    let n = ceiling.unwrap_or(1 << 20).min(1 << 20);
+    ceiling.unwrap_or(1 << 20).min(1 << 20)
+}
+
+/// RLIMIT_NOFILE to `n` ([`open_files_limit`]); without CAP_SYS_RESOURCE to raise the
+/// hard limit, the soft limit is raised to the inherited hard one.
+fn set_limits(n: u64) -> Result<(), InitFailure> {
     let wanted = Rlimit {
         current: Some(n),
         maximum: Some(n),
@@ -401,7 +509,7 @@ fn with_home(env: &[String], home: &str) -> Vec<String> {
 }
 
 /// Resolves argv[0] along the container's PATH, as Docker does before exec.
-fn find_program(arg0: &str, env: &[String]) -> Result<std::path::PathBuf, InitFailure> {
+fn find_program(arg0: &str, env: &[String], files: &RootFiles) -> Result<PathBuf, InitFailure> {
     if arg0.contains('/') {
         return Ok(arg0.into());
     }
@@ -411,10 +519,7 @@ fn find_program(arg0: &str, env: &[String]) -> Result<std::path::PathBuf, InitFa
         .unwrap_or(super::process::DEFAULT_PATH);
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(arg0);
-        let Ok(c) = CString::new(candidate.as_os_str().as_encoded_bytes()) else {
-            continue;
-        };
-        if rustix::fs::access(c.as_c_str(), rustix::fs::Access::EXEC_OK).is_ok() && candidate.is_file() {
+        if files.executable(&candidate) {
             return Ok(candidate);
         }
     }

@@ -9,7 +9,9 @@
 //! the v1 directories and set the limits, and send the go message (the child then joins
 //! the v1 hierarchies itself). While the child mounts /sys/fs/cgroup, bring lo up in its
 //! network namespace (on a socket it made there), compile the seccomp filter, fill /dev
-//! and build its devpts and shm as detached mounts, and send those as the last message;
+//! and build its devpts and shm as detached mounts, and send those as the third message;
+//! while it makes those mounts and pivots, work out through the overlay root who its
+//! process runs as and the program to exec, and send that as the fourth (`init::resolve`);
 //! then ready a pooled bundle for a later `--rm` run (`bundle::tidy`), learn over the
 //! same socket whether exec succeeded (EOF with no message means it did), wait, signal,
 //! and clean up: the cgroup and everything in it, and the bundle when asked.
@@ -141,7 +143,6 @@ impl Forked {
         let root = mounts::build_overlay(&spec.layers_dir, &lower, &spec.bundle, spec.remove).map_err(mount_err)?;
         let dev = mounts::clone_dev(&scratch).map_err(mount_err)?;
         send_plan(sock, spec, lower, [&scratch, &dev], root.as_ref())?;
-        drop(root);
         // The limits are set here while the child attaches its root and makes its first
         // mounts on the other core; it waits for the go message before it joins the v1
         // hierarchies, through their `tasks` files opened here, and mounts them on the
@@ -169,7 +170,7 @@ impl Forked {
         let sent = send(sock, b"G", &tasks, "send the go message to the container process");
         drop(pinned);
         // While the child joins its cgroups and makes its first mounts: lo comes up in
-        // its network namespace, and /dev and the seccomp filter are built for the last
+        // its network namespace, and /dev and the seccomp filter are built for the third
         // message, which the child waits for before it mounts /dev.
         let networked = sent.and_then(|()| {
             if spec.network == Network::Isolated {
@@ -179,12 +180,15 @@ impl Forked {
             let in_dev = mounts::build_dev(&dev, spec.shm_bytes).map_err(mount_err)?;
             send_last(sock, &filter, &in_dev)
         });
+        // The child makes its last mounts and pivots before it needs these.
+        let resolved = networked.and_then(|()| send_resolved(sock, spec, root.as_ref()));
+        drop(root);
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
         // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
         if let (Some(pool), false) = (pool(spec), spec.process.tty) {
             bundle::tidy(pool);
         }
-        let outcome = networked.and_then(|()| read_outcome(sock, || bundle::drop_volatile_marker(&spec.bundle)));
+        let outcome = resolved.and_then(|()| read_outcome(sock, || bundle::drop_volatile_marker(&spec.bundle)));
         match outcome {
             Ok(tty) => {
                 let (pid, pidfd, _) = self.child.take().expect("a forked child until it starts");
@@ -386,7 +390,7 @@ fn etc_files(spec: &SandboxSpec) -> [String; 3] {
     [format!("{name}\n"), hosts, resolv]
 }
 
-/// The last message to the child: the seccomp filter to install, carrying the detached
+/// The third message to the child: the seccomp filter to install, carrying the detached
 /// mounts of /dev to attach.
 fn send_last(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
     let fds: Vec<BorrowedFd> = dev.iter().map(|(_, fd)| fd.as_fd()).collect();
@@ -396,6 +400,23 @@ fn send_last(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, Own
         &fds,
         "send the seccomp filter and /dev to the container process",
     )
+}
+
+/// The fourth message to the child: who its process runs as and the program to exec,
+/// worked out through the overlay `root` where that is the container's view
+/// (`init::resolve`), and its open-files limit.
+fn send_resolved(sock: &OwnedFd, spec: &SandboxSpec, root: Option<&OwnedFd>) -> Result<(), SandboxError> {
+    let resolved = init::resolve(&spec.process, root.map(|r| r.as_fd()), !spec.binds.is_empty()).map_err(|f| {
+        SandboxError::Init {
+            code: f.code,
+            message: f.message,
+        }
+    })?;
+    let bytes = serde_json::to_vec(&resolved).map_err(|e| SandboxError::Sys {
+        op: "encode the user and program for the container process",
+        source: e.into(),
+    })?;
+    send(sock, &bytes, &[], "send the user and program to the container process")
 }
 
 /// Sends one message with descriptors to the child (`channel::send`). A child that
@@ -411,7 +432,7 @@ fn send(sock: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd], op: &'static str) -> R
 /// Brings lo up in the child's new network namespace while the child mounts its
 /// filesystem: the child's first message ("N") carries a socket it made in that
 /// namespace, on which the ioctl acts. Done here, its tenth of a millisecond is off the
-/// child's path from the go message to exec; the last message, which follows, tells the
+/// child's path from the go message to exec; the third message, which follows, tells the
 /// child it is done.
 fn bring_up_loopback(sock: &OwnedFd) -> Result<(), SandboxError> {
     match receive_from_child(sock)? {

@@ -109,7 +109,7 @@ pub fn environment(image: &ContainerConfig, overrides: &[String], hostname: &str
 }
 
 /// Who the process runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub uid: u32,
     pub gid: u32,
