@@ -99,7 +99,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     if forked.network == Network::Isolated {
         unshare_namespace(SharedView::Network).map_err(fail("unshare the network namespace"))?;
         // The launcher brings lo up on a socket made in the new namespace, in parallel
-        // with the mounts below; its third message (`await_last`) comes after.
+        // with the mounts below; its /dev message (`await_dev`) comes after.
         let socket = rustix::net::socket_with(
             rustix::net::AddressFamily::INET,
             rustix::net::SocketType::DGRAM,
@@ -160,10 +160,10 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     join_cgroups(forked.task_files, tasks)?;
     unshare_namespace(SharedView::Cgroup).map_err(fail("unshare the cgroup namespace"))?;
     mounts::execute(&rootfs, &mounts.after_go, &[]).map_err(fail("mounts"))?;
-    // The launcher fills /dev, builds its mounts and the seccomp filter meanwhile, and
-    // sends them in its third message.
-    let (filter, dev) = await_last(sync)?;
-    mounts::execute(&rootfs, &mounts.after_last, &dev).map_err(fail("mounts"))?;
+    // The launcher fills /dev and builds its mounts meanwhile, and sends them in its
+    // third message.
+    let dev = await_dev(sync)?;
+    mounts::execute(&rootfs, &mounts.after_dev, &dev).map_err(fail("mounts"))?;
     drop(dev);
     pivot_root(&rootfs)?;
     if plan.process.tty {
@@ -171,12 +171,12 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     }
     rustix::system::sethostname(plan.hostname.as_bytes()).map_err(fail("sethostname"))?;
     rproc::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    enter_workdir(&plan.process.cwd)?;
     let resolved = await_resolved(sync)?;
     let user = match resolved.user {
         Some(user) => user,
         None => lookup_user(&plan.process, &RootFiles::Pivoted)?,
     };
-    enter_workdir(&plan.process.cwd)?;
     set_limits(resolved.nofile)?;
     if !plan.process.stdin && !plan.process.tty {
         redirect_stdin_to_null()?;
@@ -191,6 +191,7 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
         Some(program) => program,
         None => find_program(&plan.process.argv[0], &env, &RootFiles::Pivoted)?,
     };
+    let filter = await_filter(sync)?;
     security::install_filter(&filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&plan.process.argv[0])
@@ -236,16 +237,15 @@ fn await_go(sync: &OwnedFd) -> Result<Vec<OwnedFd>, InitFailure> {
     }
 }
 
-/// Waits for the launcher's third message, which it builds while the child makes its
-/// first mounts and sends once lo is up in an isolated network namespace (on the socket
-/// the child sent at the start): the seccomp filter to install before exec, carrying
-/// the detached mounts of [`PREBUILT`] in that order. EOF means the launcher gave up.
-fn await_last(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFailure> {
-    let (bytes, fds) = receive(sync)?;
-    match security::filter_from_bytes(&bytes) {
-        Some(filter) if fds.len() == PREBUILT.len() => Ok((filter, PREBUILT.into_iter().zip(fds).collect())),
-        _ => Err(fail("wait for the launcher")(format!(
-            "got {} bytes and {} descriptors, not a seccomp filter and {} mounts",
+/// Waits for the launcher's third message ("D"), which it builds while the child makes
+/// its first mounts and sends once lo is up in an isolated network namespace (on the
+/// socket the child sent at the start): the detached mounts of [`PREBUILT`], in that
+/// order. EOF means the launcher gave up.
+fn await_dev(sync: &OwnedFd) -> Result<mounts::Detached, InitFailure> {
+    match receive(sync)? {
+        (bytes, fds) if bytes == b"D" && fds.len() == PREBUILT.len() => Ok(PREBUILT.into_iter().zip(fds).collect()),
+        (bytes, fds) => Err(fail("wait for the launcher")(format!(
+            "got {} bytes and {} descriptors, not /dev's {} mounts",
             bytes.len(),
             fds.len(),
             PREBUILT.len()
@@ -254,11 +254,19 @@ fn await_last(sync: &OwnedFd) -> Result<(BpfProgram, mounts::Detached), InitFail
 }
 
 /// What the launcher worked out from the container's files while the child made its
-/// last mounts and pivoted (the fourth and last message, [`resolve`]). EOF means the
-/// launcher gave up.
+/// last mounts and pivoted (the fourth message, [`resolve`]). EOF means the launcher
+/// gave up.
 fn await_resolved(sync: &OwnedFd) -> Result<Resolved, InitFailure> {
     let (bytes, _) = receive(sync)?;
     serde_json::from_slice(&bytes).map_err(|e| fail("wait for the launcher")(format!("no user and program came: {e}")))
+}
+
+/// The seccomp filter to install before exec (the launcher's fifth and last message).
+/// EOF means the launcher gave up.
+fn await_filter(sync: &OwnedFd) -> Result<BpfProgram, InitFailure> {
+    let (bytes, _) = receive(sync)?;
+    security::filter_from_bytes(&bytes)
+        .ok_or_else(|| fail("wait for the launcher")(format!("got {} bytes, not a seccomp filter", bytes.len())))
 }
 
 /// One message from the launcher (`channel::receive`).

@@ -11,8 +11,8 @@
 //! network namespace (on a socket it made there), compile the seccomp filter, fill /dev
 //! and build its devpts and shm as detached mounts, and send those as the third message;
 //! while it makes those mounts and pivots, work out through the overlay root who its
-//! process runs as and the program to exec, and send that as the fourth (`init::resolve`);
-//! then ready a pooled bundle for a later `--rm` run (`bundle::tidy`), learn over the
+//! process runs as and the program to exec, and send that as the fourth (`init::resolve`),
+//! then compile the seccomp filter and send it as the fifth; then ready a pooled bundle for a later `--rm` run (`bundle::tidy`), learn over the
 //! same socket whether exec succeeded (EOF with no message means it did), wait, signal,
 //! and clean up: the cgroup and everything in it, and the bundle when asked.
 
@@ -169,19 +169,21 @@ impl Forked {
         let tasks: Vec<BorrowedFd> = tasks.iter().map(|fd| fd.as_fd()).collect();
         let sent = send(sock, b"G", &tasks, "send the go message to the container process");
         drop(pinned);
-        // While the child joins its cgroups and makes its first mounts: lo comes up in
-        // its network namespace, and /dev and the seccomp filter are built for the third
-        // message, which the child waits for before it mounts /dev.
+        // While the child joins its cgroups and mounts /sys/fs/cgroup: lo comes up in its
+        // network namespace, and /dev is filled and its mounts built for the third
+        // message, which the child waits for before it mounts in /dev.
         let networked = sent.and_then(|()| {
             if spec.network == Network::Isolated {
                 bring_up_loopback(sock)?;
             }
-            let filter = security::default_filter()?;
             let in_dev = mounts::build_dev(&dev, spec.shm_bytes).map_err(mount_err)?;
-            send_last(sock, &filter, &in_dev)
+            send_dev(sock, &in_dev)
         });
-        // The child makes its last mounts and pivots before it needs these.
-        let resolved = networked.and_then(|()| send_resolved(sock, spec, root.as_ref()));
+        // The child makes its last mounts and pivots before it needs the user (the fourth
+        // message), and sets up its process before it needs the seccomp filter (the fifth).
+        let resolved = networked
+            .and_then(|()| send_resolved(sock, spec, root.as_ref()))
+            .and_then(|()| send_filter(sock));
         drop(root);
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
         // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
@@ -390,15 +392,22 @@ fn etc_files(spec: &SandboxSpec) -> [String; 3] {
     [format!("{name}\n"), hosts, resolv]
 }
 
-/// The third message to the child: the seccomp filter to install, carrying the detached
-/// mounts of /dev to attach.
-fn send_last(sock: &OwnedFd, filter: &seccompiler::BpfProgram, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
+/// The third message to the child ("D"): the detached mounts of /dev to attach.
+fn send_dev(sock: &OwnedFd, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError> {
     let fds: Vec<BorrowedFd> = dev.iter().map(|(_, fd)| fd.as_fd()).collect();
+    send(sock, b"D", &fds, "send /dev to the container process")
+}
+
+/// The fifth and last message to the child: the seccomp filter it installs just before
+/// exec. Compiled here, after the messages the child needs sooner, as the child's path
+/// to exec is longer from here than the launcher's.
+fn send_filter(sock: &OwnedFd) -> Result<(), SandboxError> {
+    let filter = security::default_filter()?;
     send(
         sock,
-        &security::filter_bytes(filter),
-        &fds,
-        "send the seccomp filter and /dev to the container process",
+        &security::filter_bytes(&filter),
+        &[],
+        "send the seccomp filter to the container process",
     )
 }
 

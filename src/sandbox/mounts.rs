@@ -252,7 +252,7 @@ pub fn clone_dev(scratch: &OwnedFd) -> Result<OwnedFd, MountError> {
 
 /// The launcher's half of /dev: makes its device nodes, links and mount points in `dev`
 /// ([`clone_dev`], which the child may have attached already: it looks inside only
-/// after the launcher's last message), and builds its devpts and shm as detached
+/// after the launcher's /dev message), and builds its devpts and shm as detached
 /// mounts (fsopen/fsmount), in the order of [`PREBUILT`], for the child to attach. So
 /// the child's critical path is two `move_mount`s instead of two mounts and fifteen
 /// node, link and directory creations.

@@ -119,17 +119,17 @@ fn fs(fstype: &'static str, target: &str, flags: MountFlags, data: &str) -> Moun
 #[derive(Debug)]
 pub struct MountPlan {
     /// While it waits for the go message (the launcher is still setting the cgroup up):
-    /// proc, sysfs, /dev (empty until the launcher's last message, and not looked into
+    /// proc, sysfs, /dev (empty until the launcher's /dev message, and not looked into
     /// before) and the generated /etc files, none of which depends on the cgroup; and,
     /// when the user binds nothing, the masks and read-only paths in /proc and /sys.
     pub before_go: Vec<MountOp>,
     /// Once it has joined its cgroups and made its cgroup namespace: /sys/fs/cgroup,
     /// whose hierarchies show the namespace's root.
     pub after_go: Vec<MountOp>,
-    /// After the launcher's last message: /dev's mounts ([`PREBUILT`] and mqueue), then
+    /// After the launcher's /dev message: /dev's mounts ([`PREBUILT`] and mqueue), then
     /// the user's binds, which may land on any of the above, then (with binds) the
     /// masks and the read-only paths, which no bind may undo.
-    pub after_last: Vec<MountOp>,
+    pub after_dev: Vec<MountOp>,
 }
 
 pub fn plan(input: &PlanInput) -> MountPlan {
@@ -147,10 +147,10 @@ pub fn plan(input: &PlanInput) -> MountPlan {
             readonly: false,
         });
     }
-    let mut after_last: Vec<MountOp> = PREBUILT.iter().map(|&target| MountOp::Attach { target }).collect();
-    after_last.push(fs("mqueue", "/dev/mqueue", nosuid_nodev | MountFlags::NOEXEC, ""));
+    let mut after_dev: Vec<MountOp> = PREBUILT.iter().map(|&target| MountOp::Attach { target }).collect();
+    after_dev.push(fs("mqueue", "/dev/mqueue", nosuid_nodev | MountFlags::NOEXEC, ""));
     for (source, target, readonly) in input.binds {
-        after_last.push(MountOp::Bind {
+        after_dev.push(MountOp::Bind {
             source: source.clone(),
             target: target.clone(),
             readonly: *readonly,
@@ -161,7 +161,7 @@ pub fn plan(input: &PlanInput) -> MountPlan {
     let hiding = if input.binds.is_empty() {
         &mut before_go
     } else {
-        &mut after_last
+        &mut after_dev
     };
     hiding.extend(MASKED.iter().map(|t| MountOp::Mask {
         target: t.to_string(),
@@ -171,7 +171,7 @@ pub fn plan(input: &PlanInput) -> MountPlan {
     MountPlan {
         before_go,
         after_go: cgroup_ops(input.cgroups, &input.scratch.cgroup, ro_sys),
-        after_last,
+        after_dev,
     }
 }
 
@@ -273,7 +273,7 @@ mod tests {
         assert!(
             matches!(&plan.after_go[0], MountOp::Fs { fstype: "cgroup2", flags, .. } if flags.contains(MountFlags::RDONLY))
         );
-        let last = targets(&plan.after_last);
+        let last = targets(&plan.after_dev);
         assert_eq!(
             last[..4],
             ["/dev/pts", "/dev/shm", "/dev/mqueue", "/mnt/data"],
@@ -284,15 +284,15 @@ mod tests {
                 .iter()
                 .chain(&plan.after_go)
                 .all(|o| !target(o).starts_with("/dev/")),
-            "nothing before the last message looks into /dev, which the launcher fills meanwhile"
+            "nothing before the /dev message looks into /dev, which the launcher fills meanwhile"
         );
         let bind = plan
-            .after_last
+            .after_dev
             .iter()
             .position(|o| matches!(o, MountOp::Bind { readonly: true, .. }))
             .unwrap();
         let first_mask = plan
-            .after_last
+            .after_dev
             .iter()
             .position(|o| matches!(o, MountOp::Mask { .. }))
             .unwrap();
@@ -300,7 +300,7 @@ mod tests {
             bind < first_mask,
             "masks must come after user binds so a bind cannot unmask"
         );
-        assert!(plan.after_last.contains(&MountOp::Mask {
+        assert!(plan.after_dev.contains(&MountOp::Mask {
             target: "/proc/kcore".into(),
             empty: "/b/empty".into()
         }));
@@ -316,7 +316,7 @@ mod tests {
                 .count()
         };
         assert_eq!(
-            (hidden(&unbound.before_go), hidden(&unbound.after_last)),
+            (hidden(&unbound.before_go), hidden(&unbound.after_dev)),
             (MASKED.len() + READ_ONLY.len(), 0),
             "without binds the masks and read-only paths come before the go message"
         );
