@@ -529,6 +529,16 @@ fn host_files_and_masked_paths_are_out_of_reach() {
     assert!(lines[4].contains("Read-only file system"), "{out}");
     // Only the container's own processes: sh, ls, grep (and maybe a subshell).
     assert!(lines[5].parse::<u32>().unwrap() <= 4, "{out}");
+    // The host's old root is detached before exec: one mount at /, the overlay.
+    let (_, mountinfo) = sh(&root, &[], "cat /proc/self/mountinfo");
+    let points: Vec<&str> = mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    assert_eq!(points.iter().filter(|p| **p == "/").count(), 1, "{mountinfo}");
+    assert!(
+        mountinfo
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some("/") && l.contains(" - overlay ")),
+        "{mountinfo}"
+    );
 }
 
 #[test]

@@ -165,14 +165,18 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     let dev = await_dev(sync)?;
     mounts::execute(&rootfs, &mounts.after_dev, &dev).map_err(fail("mounts"))?;
     drop(dev);
-    pivot_root(&rootfs)?;
+    let old_root = pivot_root(&rootfs, sync)?;
     if plan.process.tty {
         open_tty(sync)?;
     }
     rustix::system::sethostname(plan.hostname.as_bytes()).map_err(fail("sethostname"))?;
     rproc::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    enter_workdir(&plan.process.cwd)?;
     let resolved = await_resolved(sync)?;
+    if !resolved.launcher_detaches {
+        detach_old_root(&old_root)?;
+    }
+    drop(old_root);
+    enter_workdir(&plan.process.cwd)?;
     let user = match resolved.user {
         Some(user) => user,
         None => lookup_user(&plan.process, &RootFiles::Pivoted)?,
@@ -192,6 +196,9 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
         None => find_program(&plan.process.argv[0], &env, &RootFiles::Pivoted)?,
     };
     let filter = await_filter(sync)?;
+    if resolved.launcher_detaches {
+        await_detached(sync)?;
+    }
     security::install_filter(&filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&plan.process.argv[0])
@@ -261,8 +268,20 @@ fn await_resolved(sync: &OwnedFd) -> Result<Resolved, InitFailure> {
     serde_json::from_slice(&bytes).map_err(|e| fail("wait for the launcher")(format!("no user and program came: {e}")))
 }
 
-/// The seccomp filter to install before exec (the launcher's fifth and last message).
-/// EOF means the launcher gave up.
+/// Waits for the launcher's word ("U", its sixth and last message) that it detached the
+/// old root, which nothing of the container may see. EOF means the launcher gave up.
+fn await_detached(sync: &OwnedFd) -> Result<(), InitFailure> {
+    match receive(sync)? {
+        (bytes, _) if bytes == b"U" => Ok(()),
+        (bytes, _) => Err(fail("wait for the launcher to detach the old root")(format!(
+            "got {} bytes",
+            bytes.len()
+        ))),
+    }
+}
+
+/// The seccomp filter to install before exec (the launcher's fifth message). EOF
+/// means the launcher gave up.
 fn await_filter(sync: &OwnedFd) -> Result<BpfProgram, InitFailure> {
     let (bytes, _) = receive(sync)?;
     security::filter_from_bytes(&bytes)
@@ -303,15 +322,30 @@ fn open_dir(path: &Path) -> Result<OwnedFd, InitFailure> {
     })
 }
 
-/// runtime-notes.md step 5: pivot into the rootfs and detach the old root.
-fn pivot_root(rootfs: &Path) -> Result<(), InitFailure> {
-    use rustix::fs::{Mode, OFlags};
-    use rustix::mount::{mount_change, unmount, MountPropagationFlags, UnmountFlags};
+/// runtime-notes.md step 5: pivot into the rootfs. The old root is then stacked on
+/// the new one, where no path of this process leads (they start at its new root), and
+/// must be detached before exec. Its detach waits for an RCU grace period (~0.1 ms on
+/// the project's VM), so the launcher, whose path to exec is shorter from here, does
+/// it from inside this mount namespace while this process goes on ("P" tells it to,
+/// `launch::detach_old_root`; [`await_detached`] waits for its word). Returned is a
+/// descriptor of the old root, for [`detach_old_root`] when the launcher cannot
+/// (`Resolved::launcher_detaches`).
+fn pivot_root(rootfs: &Path, sync: &OwnedFd) -> Result<OwnedFd, InitFailure> {
     let old = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(fail("open old root"))?;
     rproc::chdir(rootfs).map_err(fail("chdir to rootfs"))?;
     rproc::pivot_root(".", ".").map_err(fail("pivot_root"))?;
-    rproc::fchdir(&old).map_err(fail("fchdir to old root"))?;
+    // A failed send means the launcher is gone, which the next wait for it reports.
+    let _ = rustix::io::write(sync, b"P");
+    rproc::chdir("/").map_err(fail("chdir /"))?;
+    Ok(old)
+}
+
+/// Detaches the old root from here, as runc does: from inside it, made a slave first
+/// so that nothing of the detach reaches the host's mounts.
+fn detach_old_root(old: &OwnedFd) -> Result<(), InitFailure> {
+    use rustix::mount::{mount_change, unmount, MountPropagationFlags, UnmountFlags};
+    rproc::fchdir(old).map_err(fail("fchdir to old root"))?;
     mount_change(".", MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM)
         .map_err(fail("make old root a slave"))?;
     unmount(".", UnmountFlags::DETACH).map_err(fail("detach old root"))?;
@@ -320,19 +354,26 @@ fn pivot_root(rootfs: &Path) -> Result<(), InitFailure> {
 
 /// What the launcher works out for the child from the container's files, through the
 /// detached overlay root, once it has sent its third message: the child, between that
-/// message and exec, has the rest of its setup (its last mounts, pivot_root and the
-/// old root's detach) to do first, and the launcher nothing. It sends the open-files
-/// limit always, and who the process runs as and the program to exec where its view of
+/// message and exec, has the rest of its setup (its last mounts and pivot_root) to do
+/// first, and the launcher nothing. It sends the open-files limit and whether it will
+/// detach the child's old root (`launcher_detaches`) always, and who the process runs as
+/// and the program to exec where its view of
 /// the files is the container's: `root` is the overlay root (`None` when the child
 /// mounted the layers itself) and there are no user binds (`binds`), which might cover
 /// /etc/passwd or a directory on PATH. The program only for root, whose access checks
 /// are the launcher's (CAP_DAC_OVERRIDE is in Docker's default set). The child works
 /// out whatever is left `None` itself, after pivot_root.
-pub fn resolve(process: &ProcessSpec, root: Option<BorrowedFd>, binds: bool) -> Result<Resolved, InitFailure> {
+pub fn resolve(
+    process: &ProcessSpec,
+    root: Option<BorrowedFd>,
+    binds: bool,
+    launcher_detaches: bool,
+) -> Result<Resolved, InitFailure> {
     let mut resolved = Resolved {
         user: None,
         program: None,
         nofile: open_files_limit(),
+        launcher_detaches,
     };
     if let (Some(root), false) = (root, binds) {
         let files = RootFiles::Detached(root);
@@ -352,6 +393,9 @@ pub struct Resolved {
     program: Option<PathBuf>,
     /// RLIMIT_NOFILE to set ([`set_limits`]).
     nofile: u64,
+    /// The launcher detaches the old root (see [`pivot_root`]); it cannot when it has
+    /// threads, which setns into a mount namespace refuses.
+    launcher_detaches: bool,
 }
 
 /// The container's files as [`lookup_user`] and [`find_program`] see them: the child's

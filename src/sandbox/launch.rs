@@ -12,7 +12,9 @@
 //! and build its devpts and shm as detached mounts, and send those as the third message;
 //! while it makes those mounts and pivots, work out through the overlay root who its
 //! process runs as and the program to exec, and send that as the fourth (`init::resolve`),
-//! then compile the seccomp filter and send it as the fifth; then ready a pooled bundle for a later `--rm` run (`bundle::tidy`), learn over the
+//! then compile the seccomp filter and send it as the fifth; once the child has pivoted,
+//! detach its old root from inside its mount namespace and say so in the sixth
+//! ([`detach_old_root`]); then ready a pooled bundle for a later `--rm` run (`bundle::tidy`), learn over the
 //! same socket whether exec succeeded (EOF with no message means it did), wait, signal,
 //! and clean up: the cgroup and everything in it, and the bundle when asked.
 
@@ -29,7 +31,7 @@ use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet}
 
 use super::{base, bundle, channel, init, mounts, plan, security, Network, SandboxError, SandboxSpec};
 use crate::cgroup::{Cgroup, CgroupMounts, Hierarchy, Limits, PendingCgroup};
-use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, Cloned};
+use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, is_single_threaded, Cloned};
 
 /// How the container's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -180,17 +182,33 @@ impl Forked {
             send_dev(sock, &in_dev)
         });
         // The child makes its last mounts and pivots before it needs the user (the fourth
-        // message), and sets up its process before it needs the seccomp filter (the fifth).
+        // message), and sets up its process before it needs the seccomp filter (the fifth)
+        // and the word that its old root is detached (the sixth, `detach_old_root`).
+        let detaches = is_single_threaded();
+        let root_mounted = || bundle::drop_volatile_marker(&spec.bundle);
         let resolved = networked
-            .and_then(|()| send_resolved(sock, spec, root.as_ref()))
-            .and_then(|()| send_filter(sock));
+            .and_then(|()| send_resolved(sock, spec, root.as_ref(), detaches))
+            .and_then(|()| send_filter(sock))
+            .and_then(|()| await_pivot(sock))
+            .and_then(|mounted| {
+                if let (true, Some((_, pidfd, _))) = (detaches, self.child.as_ref()) {
+                    detach_old_root(pidfd.as_fd())?;
+                    send(sock, b"U", &[], "tell the container process its old root is detached")?;
+                }
+                // Only now: on a disk that discards synchronously, removing the marker
+                // waits for the disk, and the child waited for the detach meanwhile.
+                if mounted {
+                    root_mounted();
+                }
+                Ok(())
+            });
         drop(root);
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
         // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
         if let (Some(pool), false) = (pool(spec), spec.process.tty) {
             bundle::tidy(pool);
         }
-        let outcome = resolved.and_then(|()| read_outcome(sock, || bundle::drop_volatile_marker(&spec.bundle)));
+        let outcome = resolved.and_then(|()| read_outcome(sock, root_mounted));
         match outcome {
             Ok(tty) => {
                 let (pid, pidfd, _) = self.child.take().expect("a forked child until it starts");
@@ -414,18 +432,69 @@ fn send_filter(sock: &OwnedFd) -> Result<(), SandboxError> {
 /// The fourth message to the child: who its process runs as and the program to exec,
 /// worked out through the overlay `root` where that is the container's view
 /// (`init::resolve`), and its open-files limit.
-fn send_resolved(sock: &OwnedFd, spec: &SandboxSpec, root: Option<&OwnedFd>) -> Result<(), SandboxError> {
-    let resolved = init::resolve(&spec.process, root.map(|r| r.as_fd()), !spec.binds.is_empty()).map_err(|f| {
-        SandboxError::Init {
+fn send_resolved(
+    sock: &OwnedFd,
+    spec: &SandboxSpec,
+    root: Option<&OwnedFd>,
+    detaches: bool,
+) -> Result<(), SandboxError> {
+    let binds = !spec.binds.is_empty();
+    let resolved =
+        init::resolve(&spec.process, root.map(|r| r.as_fd()), binds, detaches).map_err(|f| SandboxError::Init {
             code: f.code,
             message: f.message,
-        }
-    })?;
+        })?;
     let bytes = serde_json::to_vec(&resolved).map_err(|e| SandboxError::Sys {
         op: "encode the user and program for the container process",
         source: e.into(),
     })?;
     send(sock, &bytes, &[], "send the user and program to the container process")
+}
+
+/// Reads the child's messages up to its "P" (it pivoted into its root); true when an "M"
+/// came on the way (see `read_outcome`).
+fn await_pivot(sock: &OwnedFd) -> Result<bool, SandboxError> {
+    let mut mounted = false;
+    loop {
+        match receive_from_child(sock)?.0.as_slice() {
+            b"P" => return Ok(mounted),
+            b"M" => mounted = true,
+            text => return Err(child_failure(text)),
+        }
+    }
+}
+
+/// Detaches the child's old root, stacked on its new root since its pivot_root(".", ".")
+/// (`init::pivot_root`), from inside the child's mount namespace, and comes back to the
+/// launcher's own mount namespace, root and working directory. The detach waits for an
+/// RCU grace period; here that is off the child's path to exec. The child's namespace
+/// was made private at its start, so nothing of the detach propagates to the host.
+fn detach_old_root(child: BorrowedFd) -> Result<(), SandboxError> {
+    use rustix::thread::{
+        move_into_link_name_space, move_into_thread_name_spaces, LinkNameSpaceType, ThreadNameSpaceType,
+    };
+    let open = |path: &str, flags: OFlags| {
+        rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| io_err("open", Path::new(path))(e.into()))
+    };
+    let own = open("/proc/self/ns/mnt", OFlags::RDONLY)?;
+    let root = open("/", OFlags::PATH | OFlags::DIRECTORY)?;
+    let cwd = open(".", OFlags::PATH | OFlags::DIRECTORY)?;
+    move_into_thread_name_spaces(child, ThreadNameSpaceType::MOUNT)
+        .map_err(sys("enter the container's mount namespace"))?;
+    // setns put the root and working directory on the topmost mount on the namespace's
+    // root: the old root.
+    let detached = rustix::mount::unmount("/", rustix::mount::UnmountFlags::DETACH)
+        .map_err(sys("detach the container's old root"));
+    // Back, whatever happened. Nothing could go on in the container's mount namespace (the
+    // cgroup's and the bundle's paths would be the container's), and coming back cannot
+    // fail for a process that could go in.
+    move_into_link_name_space(own.as_fd(), Some(LinkNameSpaceType::Mount))
+        .and_then(|()| rustix::process::fchdir(&root))
+        .and_then(|()| rustix::process::chroot("."))
+        .and_then(|()| rustix::process::fchdir(&cwd))
+        .expect("return to petri's own mount namespace, root and working directory");
+    detached
 }
 
 /// Sends one message with descriptors to the child (`channel::send`). A child that

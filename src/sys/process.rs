@@ -93,6 +93,12 @@ pub fn ensure_single_threaded() -> io::Result<()> {
     )))
 }
 
+/// Whether the calling process has one thread, as entering another mount namespace
+/// (setns) requires.
+pub fn is_single_threaded() -> bool {
+    thread_count().is_ok_and(|n| n == 1)
+}
+
 /// /proc/self/task's link count is two plus one per thread (procfs' task directory
 /// counts them in its getattr): one stat, where /proc/self/status would be generated
 /// whole, read and parsed, on the path of every launch.
