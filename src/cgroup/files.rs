@@ -96,7 +96,30 @@ pub(crate) fn mkdir_new_if_parent(path: &Path) -> Result<bool, CgroupError> {
 
 /// The value of `key` in a flat-keyed file ("oom_kill 3", "usage_usec 1234"), if present.
 pub(crate) fn keyed(path: &Path, key: &str) -> Result<Option<u64>, CgroupError> {
-    let text = read(path)?;
+    keyed_in(&read(path)?, path, key)
+}
+
+/// The whole text of the open cgroup file `file` (at `path`), read from its start: each
+/// read at offset 0 sees the values as they are now.
+pub(crate) fn read_open(file: &fs::File, path: &Path) -> Result<String, CgroupError> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = rustix::io::pread(file, &mut buf[len..], len as u64).map_err(|e| io_error("read", path, e.into()))?;
+        len += n;
+        if n == 0 {
+            break;
+        }
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io_error("read", path, io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+/// [`keyed`] of a file's `text`, read from `path`.
+pub(crate) fn keyed_in(text: &str, path: &Path, key: &str) -> Result<Option<u64>, CgroupError> {
     for line in text.lines() {
         let mut words = line.split_whitespace();
         if words.next() == Some(key) {

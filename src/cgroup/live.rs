@@ -14,6 +14,7 @@
 //! and SIGKILL for each listed pid until none is left (v1, and as a check on v2), then
 //! `rmdir` children first, retrying `EBUSY` while the killed processes finish exiting.
 
+use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +27,20 @@ use super::files;
 use super::plan::{parent_of, DirPlan, Plan, Step, HOST_LEAF};
 use super::{validate_name, CgroupError, Limits};
 use crate::sys::bpf;
+
+/// A cgroup's OOM-kill counter, open ([`Cgroup::oom_counter`]).
+pub struct OomCounter {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl OomCounter {
+    /// Whether the kernel OOM-killed a process in the cgroup so far.
+    pub fn killed(&self) -> Result<bool, CgroupError> {
+        let text = files::read_open(&self.file, &self.path)?;
+        Ok(files::keyed_in(&text, &self.path, "oom_kill")?.unwrap_or(0) > 0)
+    }
+}
 
 /// How long teardown waits for processes to die, and then for directories to go.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(2);
@@ -249,14 +264,26 @@ impl Cgroup {
     /// Whether the kernel OOM-killed a process in it: `oom_kill` of memory.events (v2) or
     /// of memory.oom_control (v1). False when there is no memory controller to ask.
     pub fn oom_killed(&self) -> Result<bool, CgroupError> {
+        self.oom_counter()?.map_or(Ok(false), |c| c.killed())
+    }
+
+    /// The file [`Cgroup::oom_killed`] reads, opened now, to read when a container has
+    /// exited: on that path, opening a file deep in a cgroup tree costs more than
+    /// reading it. `None` when there is no memory controller to ask.
+    pub fn oom_counter(&self) -> Result<Option<OomCounter>, CgroupError> {
         let Some((version, dir)) = self.controller_dir("memory") else {
-            return Ok(false);
+            return Ok(None);
         };
-        let file = match version {
+        let path = dir.join(match version {
             Version::V1 => "memory.oom_control",
             Version::V2 => "memory.events",
-        };
-        Ok(files::keyed(&dir.join(file), "oom_kill")?.unwrap_or(0) > 0)
+        });
+        let file = fs::File::open(&path).map_err(|source| CgroupError::Io {
+            op: "open",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(OomCounter { file, path }))
     }
 
     /// CPU time used by everything in it: cpuacct.usage (v1, nanoseconds) or `usage_usec`
@@ -423,7 +450,6 @@ fn inherit_cpuset(parent: &Path, child: &Path) -> Result<(), CgroupError> {
 mod tests {
     use super::*;
     use crate::cgroup::detect::tests::{hybrid, pure_v2};
-    use std::fs;
 
     #[test]
     fn handle_finds_memory_usage_and_unified_dirs() {

@@ -37,7 +37,7 @@ use std::path::PathBuf;
 pub(crate) use detect::NEEDED;
 pub use detect::{CgroupMounts, Controller, Hierarchy, Version};
 pub use devices::{default_devices, DeviceKind, DeviceRule};
-pub use live::{Cgroup, PendingCgroup};
+pub use live::{Cgroup, OomCounter, PendingCgroup};
 pub use plan::{DirPlan, Plan, Step};
 
 #[derive(Debug, thiserror::Error)]

@@ -30,7 +30,7 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
 
 use super::{base, bundle, channel, init, mounts, plan, security, Network, SandboxError, SandboxSpec};
-use crate::cgroup::{Cgroup, CgroupMounts, Hierarchy, Limits, PendingCgroup};
+use crate::cgroup::{Cgroup, CgroupMounts, Hierarchy, Limits, OomCounter, PendingCgroup};
 use crate::sys::process::{clone_into_namespaces, ensure_single_threaded, exit_now, is_single_threaded, Cloned};
 
 /// How the container's process ended.
@@ -48,6 +48,8 @@ pub struct Running {
     pid: Pid,
     pidfd: OwnedFd,
     cgroup: Cgroup,
+    /// Opened while the child started, for [`Running::wait`].
+    oom: Option<OomCounter>,
     tty: Option<OwnedFd>,
     /// The bundle and the pool it goes back to, when cleanup removes it
     /// (`SandboxSpec::remove`).
@@ -203,19 +205,21 @@ impl Forked {
                 Ok(())
             });
         drop(root);
+        let oom = resolved.and_then(|()| Ok(cgroup.oom_counter()?));
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
         // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
         if let (Some(pool), false) = (pool(spec), spec.process.tty) {
             bundle::tidy(pool);
         }
-        let outcome = resolved.and_then(|()| read_outcome(sock, root_mounted));
+        let outcome = oom.and_then(|oom| Ok((oom, read_outcome(sock, root_mounted)?)));
         match outcome {
-            Ok(tty) => {
+            Ok((oom, tty)) => {
                 let (pid, pidfd, _) = self.child.take().expect("a forked child until it starts");
                 Ok(Running {
                     pid,
                     pidfd,
                     cgroup,
+                    oom,
                     tty,
                     remove: spec
                         .remove
@@ -617,7 +621,7 @@ impl Running {
         Ok(Exit {
             code,
             signal,
-            oom_killed: self.cgroup.oom_killed()?,
+            oom_killed: self.oom.as_ref().map_or(Ok(false), OomCounter::killed)?,
         })
     }
 
