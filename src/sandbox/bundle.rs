@@ -76,8 +76,9 @@ pub fn prepare(bundle: &Path, pool: Option<&Path>) -> Result<(), SandboxError> {
 /// work directory when mounted, so that a later mount of the same upper refuses: after a
 /// crash the upper may not have reached the disk. A `--rm` bundle's upper is never
 /// mounted again, and the kernel keeps no reference to the marker once the mount is
-/// made, so it is removed as soon as the child says the mount is made, while it goes
-/// on to its other mounts and exec, rather than after the container exits. (Removing it
+/// made, so once the child has said the mount is made, the launcher removes it while
+/// the child goes on to exec (after the launcher's own part in the start, as the
+/// removal may wait for the disk), rather than after the container exits. (Removing it
 /// while the mount is being made would fail the mount.) Best effort: whatever is left
 /// goes at [`release`].
 pub fn drop_volatile_marker(bundle: &Path) {

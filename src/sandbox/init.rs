@@ -165,10 +165,13 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
     let dev = await_dev(sync)?;
     mounts::execute(&rootfs, &mounts.after_dev, &dev).map_err(fail("mounts"))?;
     drop(dev);
-    let old_root = pivot_root(&rootfs, sync)?;
+    let old_root = pivot_root(&rootfs)?;
     if plan.process.tty {
         open_tty(sync)?;
     }
+    // The launcher detaches the old root now (see `pivot_root`). A failed send means the
+    // launcher is gone, which the next wait for it reports.
+    let _ = rustix::io::write(sync, b"P");
     rustix::system::sethostname(plan.hostname.as_bytes()).map_err(fail("sethostname"))?;
     rproc::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let resolved = await_resolved(sync)?;
@@ -326,17 +329,16 @@ fn open_dir(path: &Path) -> Result<OwnedFd, InitFailure> {
 /// the new one, where no path of this process leads (they start at its new root), and
 /// must be detached before exec. Its detach waits for an RCU grace period (~0.1 ms on
 /// the project's VM), so the launcher, whose path to exec is shorter from here, does
-/// it from inside this mount namespace while this process goes on ("P" tells it to,
-/// `launch::detach_old_root`; [`await_detached`] waits for its word). Returned is a
+/// it from inside this mount namespace while this process goes on ("P", sent once a
+/// tty is open, tells it to: `launch::detach_old_root`; [`await_detached`] waits for its
+/// word). Returned is a
 /// descriptor of the old root, for [`detach_old_root`] when the launcher cannot
 /// (`Resolved::launcher_detaches`).
-fn pivot_root(rootfs: &Path, sync: &OwnedFd) -> Result<OwnedFd, InitFailure> {
+fn pivot_root(rootfs: &Path) -> Result<OwnedFd, InitFailure> {
     let old = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(fail("open old root"))?;
     rproc::chdir(rootfs).map_err(fail("chdir to rootfs"))?;
     rproc::pivot_root(".", ".").map_err(fail("pivot_root"))?;
-    // A failed send means the launcher is gone, which the next wait for it reports.
-    let _ = rustix::io::write(sync, b"P");
     rproc::chdir("/").map_err(fail("chdir /"))?;
     Ok(old)
 }

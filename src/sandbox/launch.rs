@@ -187,20 +187,20 @@ impl Forked {
         // message), and sets up its process before it needs the seccomp filter (the fifth)
         // and the word that its old root is detached (the sixth, `detach_old_root`).
         let detaches = is_single_threaded();
-        let root_mounted = || bundle::drop_volatile_marker(&spec.bundle);
+        let mut heard = Heard::default();
         let resolved = networked
             .and_then(|()| send_resolved(sock, spec, root.as_ref(), detaches))
             .and_then(|()| send_filter(sock))
-            .and_then(|()| await_pivot(sock))
-            .and_then(|mounted| {
+            .and_then(|()| read_child(sock, &mut heard, Until::Pivot))
+            .and_then(|()| {
                 if let (true, Some((_, pidfd, _))) = (detaches, self.child.as_ref()) {
                     detach_old_root(pidfd.as_fd())?;
                     send(sock, b"U", &[], "tell the container process its old root is detached")?;
                 }
                 // Only now: on a disk that discards synchronously, removing the marker
                 // waits for the disk, and the child waited for the detach meanwhile.
-                if mounted {
-                    root_mounted();
+                if std::mem::take(&mut heard.mounted) {
+                    bundle::drop_volatile_marker(&spec.bundle);
                 }
                 Ok(())
             });
@@ -211,7 +211,10 @@ impl Forked {
         if let (Some(pool), false) = (pool(spec), spec.process.tty) {
             bundle::tidy(pool);
         }
-        let outcome = oom.and_then(|oom| Ok((oom, read_outcome(sock, root_mounted)?)));
+        let outcome = oom.and_then(|oom| {
+            read_child(sock, &mut heard, Until::Exec)?;
+            Ok((oom, heard.tty.take()))
+        });
         match outcome {
             Ok((oom, tty)) => {
                 let (pid, pidfd, _) = self.child.take().expect("a forked child until it starts");
@@ -455,19 +458,6 @@ fn send_resolved(
     send(sock, &bytes, &[], "send the user and program to the container process")
 }
 
-/// Reads the child's messages up to its "P" (it pivoted into its root); true when an "M"
-/// came on the way (see `read_outcome`).
-fn await_pivot(sock: &OwnedFd) -> Result<bool, SandboxError> {
-    let mut mounted = false;
-    loop {
-        match receive_from_child(sock)?.0.as_slice() {
-            b"P" => return Ok(mounted),
-            b"M" => mounted = true,
-            text => return Err(child_failure(text)),
-        }
-    }
-}
-
 /// Detaches the child's old root, stacked on its new root since its pivot_root(".", ".")
 /// (`init::pivot_root`), from inside the child's mount namespace, and comes back to the
 /// launcher's own mount namespace, root and working directory. The detach waits for an
@@ -502,7 +492,7 @@ fn detach_old_root(child: BorrowedFd) -> Result<(), SandboxError> {
 }
 
 /// Sends one message with descriptors to the child (`channel::send`). A child that
-/// already failed has closed its end: its reason is then what [`read_outcome`]
+/// already failed has closed its end: its reason is then what [`read_child`]
 /// reports, so a refused send is not an error here.
 fn send(sock: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd], op: &'static str) -> Result<(), SandboxError> {
     match channel::send(sock, bytes, fds) {
@@ -528,25 +518,45 @@ fn bring_up_loopback(sock: &OwnedFd) -> Result<(), SandboxError> {
     }
 }
 
-/// What the child says after its network namespace's socket ("N", read by
-/// [`bring_up_loopback`]): "M" once its root is mounted, for a `--rm` sandbox without a
-/// tty (`root_mounted` is called then), its pty master for a tty (a "T" message carrying
-/// the fd), then either EOF (exec happened: the socket was close-on-exec) or "CODE:why".
-fn read_outcome(sock: &OwnedFd, mut root_mounted: impl FnMut()) -> Result<Option<OwnedFd>, SandboxError> {
-    let mut tty = None;
+/// What the child has said on the way ([`read_child`]).
+#[derive(Default)]
+struct Heard {
+    /// Its root is mounted ("M", for a `--rm` sandbox without a tty): the volatile
+    /// overlay's marker may go.
+    mounted: bool,
+    /// Its pty master, for a tty ("T", carrying the fd).
+    tty: Option<OwnedFd>,
+}
+
+/// How far [`read_child`] reads.
+#[derive(PartialEq)]
+enum Until {
+    /// Its "P": it pivoted into its root, with its tty open if it has one.
+    Pivot,
+    /// EOF: exec happened (the socket was close-on-exec).
+    Exec,
+}
+
+/// Reads what the child says after its network namespace's socket ("N", read by
+/// [`bring_up_loopback`]) until `until`, noting in `heard` what comes on the way; a
+/// "CODE:why" (or EOF before its "P") is its failure. A tty takes the size of petri's
+/// own terminal as soon as it comes, before the process can ask (it comes before "P",
+/// and the child execs only after the launcher has answered that).
+fn read_child(sock: &OwnedFd, heard: &mut Heard, until: Until) -> Result<(), SandboxError> {
     loop {
         let (bytes, fd) = receive_from_child(sock)?;
-        if fd.is_some() {
-            tty = fd;
-        }
-        // The terminal takes the size of petri's own, before the process can ask.
-        if let (Some(t), Ok(size)) = (&tty, rustix::termios::tcgetwinsize(rustix::stdio::stdout())) {
-            let _ = rustix::termios::tcsetwinsize(t, size);
-        }
         match bytes.as_slice() {
-            [] => return Ok(tty),
-            b"T" => continue,
-            b"M" => root_mounted(),
+            b"T" => {
+                if let (Some(t), Ok(size)) = (&fd, rustix::termios::tcgetwinsize(rustix::stdio::stdout())) {
+                    let _ = rustix::termios::tcsetwinsize(t, size);
+                }
+                if fd.is_some() {
+                    heard.tty = fd;
+                }
+            }
+            b"M" => heard.mounted = true,
+            b"P" if until == Until::Pivot => return Ok(()),
+            [] if until == Until::Exec => return Ok(()),
             text => return Err(child_failure(text)),
         }
     }
