@@ -199,10 +199,12 @@ fn setup(forked: &AtFork, sync: &OwnedFd) -> Result<Never, InitFailure> {
         None => find_program(&plan.process.argv[0], &env, &RootFiles::Pivoted)?,
     };
     let filter = await_filter(sync)?;
+    security::install_filter(&filter).map_err(fail("seccomp"))?;
+    // Last: loading the filter is more of the wait for the detach done. Docker's profile
+    // lets this read the socket.
     if resolved.launcher_detaches {
         await_detached(sync)?;
     }
-    security::install_filter(&filter).map_err(fail("seccomp"))?;
     let err = std::process::Command::new(&program)
         .arg0(&plan.process.argv[0])
         .args(&plan.process.argv[1..])
