@@ -215,7 +215,7 @@ pub fn tidy(pool: &Path) {
     }
 }
 
-/// `remove_dir_all`, where a directory already gone (another tidy got there first) is
+/// [`remove_tree`], where a directory already gone (another tidy got there first) is
 /// not a failure.
 fn remove_if_there(dir: &Path) -> io::Result<()> {
     match remove_tree(dir) {

@@ -333,9 +333,8 @@ fn open_dir(path: &Path) -> Result<OwnedFd, InitFailure> {
 /// the project's VM), so the launcher, whose path to exec is shorter from here, does
 /// it from inside this mount namespace while this process goes on ("P", sent once a
 /// tty is open, tells it to: `launch::detach_old_root`; [`await_detached`] waits for its
-/// word). Returned is a
-/// descriptor of the old root, for [`detach_old_root`] when the launcher cannot
-/// (`Resolved::launcher_detaches`).
+/// word). Returned is a descriptor of the old root, for [`detach_old_root`] when the
+/// launcher cannot (`Resolved::launcher_detaches`).
 fn pivot_root(rootfs: &Path) -> Result<OwnedFd, InitFailure> {
     let old = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(fail("open old root"))?;
@@ -361,10 +360,9 @@ fn detach_old_root(old: &OwnedFd) -> Result<(), InitFailure> {
 /// message and exec, has the rest of its setup (its last mounts and pivot_root) to do
 /// first, and the launcher nothing. It sends the open-files limit and whether it will
 /// detach the child's old root (`launcher_detaches`) always, and who the process runs as
-/// and the program to exec where its view of
-/// the files is the container's: `root` is the overlay root (`None` when the child
-/// mounted the layers itself) and there are no user binds (`binds`), which might cover
-/// /etc/passwd or a directory on PATH. The program only for root, whose access checks
+/// and the program to exec where its view of the files is the container's: `root` is
+/// the overlay root (`None` when the child mounted the layers itself) and there are no
+/// user binds (`binds`), which might cover /etc/passwd or a directory on PATH. The program only for root, whose access checks
 /// are the launcher's (CAP_DAC_OVERRIDE is in Docker's default set). The child works
 /// out whatever is left `None` itself, after pivot_root.
 pub fn resolve(
@@ -406,7 +404,7 @@ pub struct Resolved {
 /// own after pivot_root, or the launcher's through the overlay root, symlinks resolved
 /// as if it were `/` (openat2 RESOLVE_IN_ROOT), which is what the child would see
 /// where no mount covers them.
-pub enum RootFiles<'a> {
+enum RootFiles<'a> {
     Pivoted,
     Detached(BorrowedFd<'a>),
 }

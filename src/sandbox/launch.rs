@@ -8,15 +8,15 @@
 //! attaches its root and mounts proc, sysfs, /dev and /etc's files on another CPU, make
 //! the v1 directories and set the limits, and send the go message (the child then joins
 //! the v1 hierarchies itself). While the child mounts /sys/fs/cgroup, bring lo up in its
-//! network namespace (on a socket it made there), compile the seccomp filter, fill /dev
-//! and build its devpts and shm as detached mounts, and send those as the third message;
-//! while it makes those mounts and pivots, work out through the overlay root who its
-//! process runs as and the program to exec, and send that as the fourth (`init::resolve`),
-//! then compile the seccomp filter and send it as the fifth; once the child has pivoted,
-//! detach its old root from inside its mount namespace and say so in the sixth
-//! ([`detach_old_root`]); then ready a pooled bundle for a later `--rm` run (`bundle::tidy`), learn over the
-//! same socket whether exec succeeded (EOF with no message means it did), wait, signal,
-//! and clean up: the cgroup and everything in it, and the bundle when asked.
+//! network namespace (on a socket it made there), fill /dev and build its devpts and shm
+//! as detached mounts, and send those as the third message; while it makes those mounts
+//! and pivots, work out through the overlay root who its process runs as and the program
+//! to exec, and send that as the fourth (`init::resolve`), then compile the seccomp
+//! filter and send it as the fifth; once the child has pivoted, detach its old root from
+//! inside its mount namespace and say so in the sixth ([`detach_old_root`]); then ready a
+//! pooled bundle for a later `--rm` run (`bundle::tidy`), learn over the same socket
+//! whether exec succeeded (EOF with no message means it did), wait, signal, and clean
+//! up: the cgroup and everything in it, and the bundle when asked.
 
 use std::fs;
 use std::io::{self, Write};
@@ -199,7 +199,7 @@ impl Forked {
                 }
                 // Only now: on a disk that discards synchronously, removing the marker
                 // waits for the disk, and the child waited for the detach meanwhile.
-                if std::mem::take(&mut heard.mounted) {
+                if heard.mounted {
                     bundle::drop_volatile_marker(&spec.bundle);
                 }
                 Ok(())
@@ -207,8 +207,8 @@ impl Forked {
         drop(root);
         let oom = resolved.and_then(|()| Ok(cgroup.oom_counter()?));
         // Until the child execs the launcher has nothing to do: it readies a pooled bundle
-        // for a later run meanwhile. Not with a tty, whose size is set as soon as it comes.
-        if let (Some(pool), false) = (pool(spec), spec.process.tty) {
+        // for a later run meanwhile (a tty's size is set already, `read_child`).
+        if let Some(pool) = pool(spec) {
             bundle::tidy(pool);
         }
         let outcome = oom.and_then(|oom| {
@@ -423,8 +423,7 @@ fn send_dev(sock: &OwnedFd, dev: &[(&str, OwnedFd)]) -> Result<(), SandboxError>
     send(sock, b"D", &fds, "send /dev to the container process")
 }
 
-/// The fifth and last message to the child: the seccomp filter it installs just before
-/// exec. Compiled here, after the messages the child needs sooner, as the child's path
+/// The fifth message to the child: the seccomp filter it installs just before exec. Compiled here, after the messages the child needs sooner, as the child's path
 /// to exec is longer from here than the launcher's.
 fn send_filter(sock: &OwnedFd) -> Result<(), SandboxError> {
     let filter = security::default_filter()?;
