@@ -15,7 +15,10 @@
 //!   `--rm` launch after that takes it as it is ([`prepare`]). Even a mkdir is worth
 //!   keeping off the launch's path there: without a journal, ext4's inode allocator
 //!   skips every inode freed in the last minutes, ~0.03 ms a mkdir after a few hundred
-//!   runs.
+//!   runs;
+//! - for the same reason each new bundle gets a block group of its own, away from the
+//!   churn of whatever else shares petri's root's group ([`spread_below`]): the overlay
+//!   mount makes six inodes in it.
 //!
 //! So what the container wrote is gone when cleanup returns, as before, and the pool
 //! holds at most [`POOL_SLOTS`] clean and as many dirty bundles of empty directories. An
