@@ -338,9 +338,6 @@ mod tests {
         assert!(names(&second.join("upper")).is_empty());
     }
 
-    /// While one tidy holds the pool's lock another moves nothing: it could otherwise
-    /// take on a bundle whose fresh `upper` the first has not made yet, or move on one
-    /// put in the slot meanwhile, with its old upper.
     #[test]
     fn new_bundles_are_spread_over_ext4s_block_groups() {
         let t = tempfile::tempdir().unwrap();
@@ -359,6 +356,9 @@ mod tests {
         assert!(containers.join("b/work").is_dir(), "a second bundle beside the first");
     }
 
+    /// While one tidy holds the pool's lock another moves nothing: it could otherwise
+    /// take on a bundle whose fresh `upper` the first has not made yet, or move on one
+    /// put in the slot meanwhile, with its old upper.
     #[test]
     fn tidies_take_turns() {
         let t = tempfile::tempdir().unwrap();
